@@ -1,0 +1,265 @@
+"""The composition root: the one module that wires configuration, store, sources, transports,
+delivery and scheduling together, and owns their life cycle.
+
+    async with App(config) as app:
+        await app.run()
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import random
+import signal
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from types import TracebackType
+from typing import TextIO
+
+from bot import __version__
+from bot.clock import Clock, SystemClock
+from bot.configuration.models import Config, FeedConfig
+from bot.delivery import Outbox
+from bot.domain.model import Alert
+from bot.domain.planner import next_poll_delay
+from bot.polling import PollOutcome, feed_rule, poll_feed
+from bot.scheduler import Supervisor, periodic
+from bot.sources.http import HttpFetcher
+from bot.store.base import Changes
+from bot.store.runner import AsyncStore
+from bot.store.tinydb_store import TinyDBStore
+from bot.transports.base import Transport
+from bot.transports.console import ConsoleTransport, Format
+
+log = logging.getLogger(__name__)
+
+PLATFORM_ENV = ("SLACK_BOT_TOKEN", "SLACK_APP_TOKEN", "SLACK_SIGNING_SECRET",
+                "MATRIX_HOMESERVER", "MATRIX_ACCESS_TOKEN", "MATRIX_PASSWORD")
+
+
+@dataclass(slots=True)
+class SourceStatus:
+    """What the running bot knows of a source beyond the store: its latest poll."""
+
+    last_poll: datetime | None = None
+    last_outcome: str | None = None
+    items: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class RoundReport:
+    polled: int
+    failed: int
+    alerts: tuple[Alert, ...]
+    outcomes: tuple[PollOutcome, ...]
+
+
+class App:
+    def __init__(
+        self,
+        config: Config,
+        *,
+        clock: Clock | None = None,
+        fmt: Format = "text",
+        dry_run: bool = False,
+        stream: TextIO | None = None,
+        environ: Mapping[str, str] | None = None,
+    ) -> None:
+        self.config = config
+        self.clock: Clock = clock or SystemClock()
+        self.fmt = fmt
+        self.dry_run = dry_run
+        self.environ = dict(os.environ if environ is None else environ)
+        self.console = ConsoleTransport(fmt=fmt, tz=config.tz, stream=stream)
+        self.transports: dict[str, Transport] = {}
+        self.store: AsyncStore | None = None
+        self.fetcher: HttpFetcher | None = None
+        self.outbox: Outbox | None = None
+        self.supervisor = Supervisor()
+        self.stop_event = asyncio.Event()
+        self.delivery_kick = asyncio.Event()
+        self.status: dict[str, SourceStatus] = {}
+        self.started_at = self.clock.now()
+        self._rules = {f.id: feed_rule(f) for f in config.feeds}
+
+    # -- life cycle -------------------------------------------------------------------------
+
+    async def __aenter__(self) -> App:
+        try:
+            raw = await asyncio.to_thread(
+                TinyDBStore, self.config.bot.storage, read_only=self.dry_run
+            )
+            self.store = AsyncStore(raw)
+            fetch = self.config.bot.fetch
+            self.fetcher = HttpFetcher(
+                timeout=fetch.timeout,
+                max_bytes=fetch.max_bytes,
+                per_host=fetch.per_host,
+                max_in_flight=fetch.max_in_flight,
+                now=self.clock.now,
+            )
+            await self.fetcher.__aenter__()
+            self.transports = self._build_transports()
+            self.outbox = Outbox(self.store, self.transports, self.clock)
+        except BaseException:
+            await self._close()
+            raise
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self._close()
+
+    async def _close(self) -> None:
+        await self.supervisor.stop()
+        if self.fetcher is not None:
+            await self.fetcher.__aexit__(None, None, None)
+            self.fetcher = None
+        if self.store is not None:
+            await self.store.close()
+            self.store = None
+
+    def _build_transports(self) -> dict[str, Transport]:
+        present = [name for name in PLATFORM_ENV if self.environ.get(name)]
+        if present:
+            log.warning(
+                "platform credentials are set (%s) but this build posts to the console only; "
+                "alerts are printed here", ", ".join(present)
+            )
+        return {"console": self.console}
+
+    # -- polling ----------------------------------------------------------------------------
+
+    def _require(self) -> tuple[AsyncStore, HttpFetcher, Outbox]:
+        if self.store is None or self.fetcher is None or self.outbox is None:
+            raise RuntimeError("App used outside 'async with'")
+        return self.store, self.fetcher, self.outbox
+
+    async def poll(self, feed: FeedConfig, *, now: datetime | None = None) -> PollOutcome:
+        store, fetcher, _ = self._require()
+        record = await store.source(feed.id)
+        outcome = await poll_feed(
+            fetcher, feed, record, now or self.clock.now(), self.config.tz,
+            self.config.ops_channels, rule=self._rules.get(feed.id),
+        )
+        status = self.status.setdefault(feed.id, SourceStatus())
+        status.last_poll = now or self.clock.now()
+        status.last_outcome = outcome.outcome
+        if outcome.outcome == "ok":
+            status.items = outcome.items
+        if outcome.error:
+            log.warning("poll failed source=%s outcome=%s error=%s",
+                        feed.id, outcome.outcome, outcome.error)
+        else:
+            log.debug("polled source=%s outcome=%s alerts=%d", feed.id, outcome.outcome,
+                      len(outcome.alerts))
+        return outcome
+
+    async def record(self, outcomes: Sequence[PollOutcome]) -> list[Alert]:
+        """Commit what a round learnt and queue its alerts, in one atomic write."""
+        store, _, outbox = self._require()
+        changes = Changes()
+        alerts: list[Alert] = []
+        for o in outcomes:
+            if o.changed:
+                changes.sources.append(o.record)
+            changes.news.extend(o.news)
+            alerts.extend(o.alerts)
+        changes.enqueue = outbox.rows_for(alerts)
+        if not self.dry_run:
+            await store.commit(changes)
+        return alerts
+
+    async def poll_round(self, feeds: Sequence[FeedConfig] | None = None) -> RoundReport:
+        """Poll every feed once, concurrently; record the round in one commit."""
+        now = self.clock.now()
+        targets = list(self.config.feeds if feeds is None else feeds)
+        outcomes = await asyncio.gather(*(self.poll(f, now=now) for f in targets))
+        alerts = await self.record(outcomes)
+        failed = sum(1 for o in outcomes if o.error)
+        return RoundReport(len(targets), failed, tuple(alerts), tuple(outcomes))
+
+    # -- the two ways to run ----------------------------------------------------------------
+
+    async def once(self) -> RoundReport:
+        """One poll of every source, then deliver what is due (or, dry, print a preview)."""
+        _, _, outbox = self._require()
+        report = await self.poll_round()
+        if self.dry_run:
+            for alert in report.alerts:
+                for channel in alert.channels:
+                    self.console.stream.write(self.console.render(alert, channel) + "\n")
+            self.console.stream.flush()
+        else:
+            await outbox.deliver_due()
+        return report
+
+    def request_stop(self) -> None:
+        self.stop_event.set()
+
+    async def run(self) -> None:
+        """Run until ``request_stop`` (SIGINT and SIGTERM call it)."""
+        _, _, outbox = self._require()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                loop.add_signal_handler(sig, self.request_stop)
+            except (NotImplementedError, RuntimeError):  # pragma: no cover - not main thread
+                pass
+        log.info("treaty-bot %s running feeds=%d transports=%s storage=%s", __version__,
+                 len(self.config.feeds), ",".join(self.transports), self.config.bot.storage)
+        self.supervisor.spawn("delivery", self._delivery_loop())
+        for feed in self.config.feeds:
+            first = random.uniform(0, min(5.0, feed.every.total_seconds()))
+            self.supervisor.spawn(
+                f"poll:{feed.id}",
+                periodic(f"poll:{feed.id}", self.stop_event,
+                         lambda feed=feed: self._poll_job(feed), first_delay=first),
+            )
+        self.delivery_kick.set()  # deliver what an earlier run left in the outbox
+        await self.stop_event.wait()
+        log.info("stopping")
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                loop.remove_signal_handler(sig)
+            except (NotImplementedError, RuntimeError):  # pragma: no cover
+                pass
+        await self.supervisor.stop()
+        await outbox.deliver_due()
+
+    async def _poll_job(self, feed: FeedConfig) -> timedelta:
+        outcome = await self.poll(feed)
+        try:
+            alerts = await self.record([outcome])
+        except Exception:
+            log.exception("could not record a poll; it is repeated next time source=%s",
+                          feed.id)
+            return timedelta(minutes=1)
+        if alerts:
+            self.delivery_kick.set()
+        health = outcome.record.health
+        delay = next_poll_delay(feed.every, health.failures, self.config.bot.fetch.backoff_cap)
+        if health.not_before is not None:
+            delay = max(delay, health.not_before - self.clock.now())
+        return delay
+
+    async def _delivery_loop(self) -> None:
+        _, _, outbox = self._require()
+        while not self.stop_event.is_set():
+            self.delivery_kick.clear()
+            try:
+                report = await outbox.deliver_due()
+            except Exception:
+                log.exception("delivery round failed; retrying shortly")
+                report = None
+            wait = 5.0 if report is None or report.retrying else 60.0
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(wait):
+                    await self.delivery_kick.wait()

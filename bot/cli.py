@@ -1,0 +1,133 @@
+"""``treaty-bot``: argument parsing and exit codes; the work is done by ``bot.app``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from collections.abc import Sequence
+from datetime import UTC, datetime
+
+from bot import __version__
+from bot.app import App
+from bot.clock import Clock, FixedClock, SystemClock
+from bot.configuration import Config, load_config
+from bot.errors import ConfigError, StoreError, TreatyBotError
+from bot.logs import setup_logging
+
+EXIT_OK = 0
+EXIT_PROBLEMS = 1
+EXIT_USAGE = 2
+
+
+def _instant(text: str) -> datetime:
+    try:
+        value = datetime.fromisoformat(text.strip().replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not an ISO 8601 instant, e.g. 2026-03-01T09:00Z"
+        ) from None
+    if value.tzinfo is None:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} has no time zone; add Z or an offset, e.g. 2026-03-01T09:00Z"
+        )
+    return value.astimezone(UTC)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--config",
+        metavar="DIR",
+        default=os.environ.get("TREATY_BOT_CONFIG", "config"),
+        help="configuration directory (default: $TREATY_BOT_CONFIG or ./config)",
+    )
+    common.add_argument("--log-level", default="info",
+                        choices=["debug", "info", "warning", "error"])
+    common.add_argument("--log-format", default="text", choices=["text", "json"])
+
+    parser = argparse.ArgumentParser(
+        prog="treaty-bot",
+        description="Treaty Watch: alerts and answers about the UN Convention against "
+        "Cybercrime, for Slack and Matrix.",
+        parents=[common],
+    )
+    parser.add_argument("--version", action="version", version=f"treaty-bot {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    run = sub.add_parser("run", parents=[common], help="run the bot")
+    run.add_argument("--format", choices=["text", "jsonl"], default="text",
+                     help="console output: text, or one JSON object per alert")
+
+    sub.add_parser("check", parents=[common], help="validate the configuration; exit 1 on any "
+                   "problem")
+
+    once = sub.add_parser("once", parents=[common],
+                          help="poll every source once, deliver what is due, exit")
+    once.add_argument("--format", choices=["text", "jsonl"], default="text")
+    once.add_argument("--dry-run", action="store_true",
+                      help="print what would be posted; record and deliver nothing")
+    once.add_argument("--now", type=_instant, metavar="INSTANT",
+                      help="act as if it were this instant (ISO 8601 with offset)")
+    return parser
+
+
+def _load(directory: str) -> Config | None:
+    try:
+        return load_config(directory)
+    except ConfigError as err:
+        for problem in err.problems:
+            print(_prefix(directory, str(problem)), file=sys.stderr)
+        print(f"{len(err.problems)} problem(s) in {directory}", file=sys.stderr)
+        return None
+
+
+def _prefix(directory: str, line: str) -> str:
+    return line if line.startswith(directory) else os.path.join(directory, line)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    setup_logging(args.log_level, args.log_format)
+
+    config = _load(args.config)
+    if config is None:
+        return EXIT_PROBLEMS
+    if args.command == "check":
+        print(f"{args.config}: OK ({len(config.feeds)} feeds, "
+              f"{len(config.sessions_file.calendars)} calendars, "
+              f"{len(config.sessions_file.sessions)} sessions, "
+              f"{len(config.clauses_file.clauses)} clauses)")
+        return EXIT_OK
+
+    clock: Clock = FixedClock(args.now) if getattr(args, "now", None) else SystemClock()
+    try:
+        if args.command == "once":
+            return asyncio.run(_once(config, clock, args.format, args.dry_run))
+        if args.command == "run":
+            return asyncio.run(_run(config, clock, args.format))
+    except StoreError as err:
+        print(f"treaty-bot: {err}", file=sys.stderr)
+        return EXIT_PROBLEMS
+    except TreatyBotError as err:
+        print(f"treaty-bot: {err}", file=sys.stderr)
+        return EXIT_PROBLEMS
+    except KeyboardInterrupt:
+        return 130
+    parser.error(f"unknown command {args.command}")
+    return EXIT_USAGE
+
+
+async def _once(config: Config, clock: Clock, fmt: str, dry_run: bool) -> int:
+    async with App(config, clock=clock, fmt="jsonl" if fmt == "jsonl" else "text",
+                   dry_run=dry_run) as app:
+        await app.once()
+    return EXIT_OK
+
+
+async def _run(config: Config, clock: Clock, fmt: str) -> int:
+    async with App(config, clock=clock, fmt="jsonl" if fmt == "jsonl" else "text") as app:
+        await app.run()
+    return EXIT_OK

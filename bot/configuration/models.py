@@ -1,0 +1,332 @@
+"""The configuration files' schema, as validation models.
+
+Each file has a model; unknown keys are errors everywhere. ``Config`` is the resolved whole that
+the rest of the bot reads: defaults applied, time zones loaded, datetimes made aware.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import date, datetime, time, timedelta
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
+
+from bot.domain.durations import parse_duration
+from bot.domain.matching import compile_term, is_regex
+
+MIN_INTERVAL = timedelta(minutes=1)
+ID_PATTERN = r"^[a-z0-9][a-z0-9-]*$"
+
+
+def _duration(value: Any) -> timedelta:
+    if isinstance(value, timedelta):
+        return value
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        raise ValueError("expected a duration such as 30s, 15m, 2h or 7d")
+    if isinstance(value, int):
+        raise ValueError(f"{value} has no unit; write e.g. {value}s, {value}m or {value}h")
+    return parse_duration(value)
+
+
+def _interval(value: timedelta) -> timedelta:
+    if value < MIN_INTERVAL:
+        raise ValueError("the poll interval must be at least 1m, so sources are not hammered")
+    return value
+
+
+def _timezone(value: str) -> str:
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(
+            f"unknown time zone {value!r}; use an IANA name such as Europe/Vienna or UTC"
+        ) from None
+    return value
+
+
+def _url(value: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"{value!r} is not an http(s) URL")
+    if parts.username or parts.password:
+        raise ValueError("credentials in a URL are not allowed; they would end up in logs")
+    return value
+
+
+def _url_or_path(value: str) -> str:
+    if "://" in value or value.startswith("/"):
+        return _url(value)
+    if ".." in value.split("/"):
+        raise ValueError(f"{value!r} leaves the config directory")
+    return value
+
+
+def _term(value: str) -> str:
+    if not value.strip():
+        raise ValueError("an empty keyword matches nothing")
+    try:
+        compile_term(value)
+    except re.error as err:
+        kind = "regex" if is_regex(value) else "keyword"
+        raise ValueError(f"invalid {kind} {value!r}: {err}") from None
+    return value
+
+
+def _size(value: Any) -> int:
+    if isinstance(value, bool):
+        raise ValueError("expected a size such as 5MB")
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str):
+        m = re.fullmatch(r"\s*(\d+)\s*(B|KB|MB|GB)?\s*", value, re.IGNORECASE)
+        if m:
+            unit = (m.group(2) or "B").upper()
+            return int(m.group(1)) * {"B": 1, "KB": 1024, "MB": 1024**2, "GB": 1024**3}[unit]
+    raise ValueError(f"{value!r} is not a size; write e.g. 500KB or 5MB")
+
+
+Duration = Annotated[timedelta, BeforeValidator(_duration)]
+Interval = Annotated[timedelta, BeforeValidator(_duration), AfterValidator(_interval)]
+TimeZoneName = Annotated[str, AfterValidator(_timezone)]
+HttpUrl = Annotated[str, AfterValidator(_url)]
+UrlOrPath = Annotated[str, AfterValidator(_url_or_path)]
+Term = Annotated[str, AfterValidator(_term)]
+Size = Annotated[int, BeforeValidator(_size), Field(gt=0)]
+Ident = Annotated[str, Field(pattern=ID_PATTERN, max_length=64)]
+ChannelRef = Annotated[str, Field(min_length=1)]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# ----------------------------------------------------------------------------- bot.yaml
+
+
+class ChannelTarget(Strict):
+    slack: Annotated[str, Field(pattern=r"^[CGD][A-Z0-9]{6,}$")] | None = None
+    matrix: Annotated[str, Field(pattern=r"^!\S+:\S+$")] | None = None
+
+
+class ReminderSettings(Strict):
+    lead_times: list[Duration] = Field(
+        default_factory=lambda: [parse_duration(d) for d in ("14d", "7d", "1d", "1h", "0m")]
+    )
+    channels: list[ChannelRef] = Field(default_factory=lambda: ["alerts"])
+
+
+class SlackSettings(Strict):
+    mode: Literal["socket", "http"] = "socket"
+
+
+class HttpSettings(Strict):
+    host: str = "127.0.0.1"
+    port: Annotated[int, Field(ge=0, le=65535)] = 8080
+
+
+class MatrixSettings(Strict):
+    command_prefix: Annotated[str, Field(min_length=1)] = "!treaty"
+
+
+class Admins(Strict):
+    slack: list[str] = Field(default_factory=list)
+    matrix: list[str] = Field(default_factory=list)
+
+
+class FetchSettings(Strict):
+    timeout: Duration = timedelta(seconds=30)
+    max_bytes: Size = 5 * 1024 * 1024
+    per_host: Annotated[int, Field(ge=1, le=16)] = 2
+    max_in_flight: Annotated[int, Field(ge=1, le=256)] = 32
+    backoff_cap: Duration = timedelta(hours=6)
+
+
+class BotFile(Strict):
+    timezone: TimeZoneName = "UTC"
+    storage: Annotated[str, Field(min_length=1)] = "data/treaty-bot.json"
+    channels: dict[Annotated[str, Field(pattern=ID_PATTERN)], ChannelTarget] = Field(
+        default_factory=dict
+    )
+    reminders: ReminderSettings = Field(default_factory=ReminderSettings)
+    slack: SlackSettings = Field(default_factory=SlackSettings)
+    http: HttpSettings = Field(default_factory=HttpSettings)
+    matrix: MatrixSettings = Field(default_factory=MatrixSettings)
+    admins: Admins = Field(default_factory=Admins)
+    fetch: FetchSettings = Field(default_factory=FetchSettings)
+
+
+# ----------------------------------------------------------------------------- feeds.yaml
+
+
+class FeedDefaults(Strict):
+    every: Interval = timedelta(minutes=15)
+    channels: list[ChannelRef] = Field(default_factory=lambda: ["alerts"])
+    match: list[Term] = Field(default_factory=list)
+    exclude: list[Term] = Field(default_factory=list)
+    backfill: Annotated[int, Field(ge=0, le=50)] = 0
+    max_new_items: Annotated[int, Field(ge=1)] = 10
+    failures_before_alert: Annotated[int, Field(ge=1)] = 3
+
+
+class FeedEntry(Strict):
+    id: Ident
+    name: str | None = None
+    url: HttpUrl
+    every: Interval | None = None
+    match: list[Term] | None = None
+    exclude: list[Term] | None = None
+    channels: list[ChannelRef] | None = None
+    backfill: Annotated[int, Field(ge=0, le=50)] | None = None
+    max_new_items: Annotated[int, Field(ge=1)] | None = None
+    failures_before_alert: Annotated[int, Field(ge=1)] | None = None
+
+
+class FeedsFile(Strict):
+    defaults: FeedDefaults = Field(default_factory=FeedDefaults)
+    feeds: list[FeedEntry] = Field(default_factory=list)
+
+
+# ----------------------------------------------------------------------------- sessions.yaml
+
+EventKind = Literal["session", "informal", "deadline"]
+SessionStatus = Literal["scheduled", "tentative", "postponed", "cancelled", "concluded"]
+DateLike = datetime | date | str
+
+
+class CalendarEntry(Strict):
+    id: Ident
+    name: str | None = None
+    url: UrlOrPath
+    every: Interval = timedelta(hours=6)
+    match: list[Term] = Field(default_factory=list)
+    exclude: list[Term] = Field(default_factory=list)
+    channels: list[ChannelRef] = Field(default_factory=lambda: ["alerts"])
+    kind: EventKind = "session"
+    timezone: TimeZoneName | None = None
+    lead_times: list[Duration] | None = None
+    failures_before_alert: Annotated[int, Field(ge=1)] = 3
+
+
+class SessionEntry(Strict):
+    id: Ident
+    title: Annotated[str, Field(min_length=1)]
+    kind: EventKind = "session"
+    start: DateLike
+    end: DateLike | None = None
+    timezone: TimeZoneName | None = None
+    location: str | None = None
+    url: HttpUrl | None = None
+    status: SessionStatus = "scheduled"
+    channels: list[ChannelRef] | None = None
+    lead_times: list[Duration] | None = None
+    notes: str | None = None
+
+
+class SessionsFile(Strict):
+    calendars: list[CalendarEntry] = Field(default_factory=list)
+    sessions: list[SessionEntry] = Field(default_factory=list)
+
+
+# ----------------------------------------------------------------------------- clauses.yaml
+
+ClauseStatus = Literal["open", "contested", "agreed", "adopted", "reserved", "deferred"]
+
+
+class ClauseEntry(Strict):
+    id: Ident
+    article: Annotated[str, Field(min_length=1)] | int
+    title: Annotated[str, Field(min_length=1)]
+    status: ClauseStatus
+    summary: str = ""
+    concerns: list[str] = Field(default_factory=list)
+    links: list[HttpUrl] = Field(default_factory=list)
+    updated: date | None = None
+
+
+class ClausesFile(Strict):
+    clauses: list[ClauseEntry] = Field(default_factory=list)
+
+
+# ----------------------------------------------------------------------------- resolved
+
+
+def parse_when(value: DateLike, tz: ZoneInfo) -> tuple[datetime, bool]:
+    """An aware instant from a YAML date, datetime or ISO string; ``True`` when all-day."""
+    if isinstance(value, datetime):
+        dt = value
+    elif isinstance(value, date):
+        return datetime.combine(value, time(0, 0), tz), True
+    else:
+        text = value.strip()
+        try:
+            if re.fullmatch(r"\d{4}-\d{2}-\d{2}", text):
+                return datetime.combine(date.fromisoformat(text), time(0, 0), tz), True
+            dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        except ValueError:
+            raise ValueError(f"{value!r} is not an ISO 8601 date or datetime") from None
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=tz)
+    return dt, False
+
+
+@dataclass(frozen=True, slots=True)
+class FeedConfig:
+    id: str
+    name: str
+    url: str
+    every: timedelta
+    match: tuple[str, ...]
+    exclude: tuple[str, ...]
+    channels: tuple[str, ...]
+    backfill: int
+    max_new_items: int
+    failures_before_alert: int
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """The resolved configuration the bot runs on."""
+
+    directory: str
+    bot: BotFile
+    feeds_file: FeedsFile
+    sessions_file: SessionsFile
+    clauses_file: ClausesFile
+    feeds: tuple[FeedConfig, ...]
+
+    @property
+    def tz(self) -> ZoneInfo:
+        return ZoneInfo(self.bot.timezone)
+
+    @property
+    def ops_channels(self) -> tuple[str, ...]:
+        return ("ops",) if "ops" in self.bot.channels else ()
+
+
+def resolve_feeds(feeds: FeedsFile) -> tuple[FeedConfig, ...]:
+    d = feeds.defaults
+    out = []
+    for f in feeds.feeds:
+        out.append(
+            FeedConfig(
+                id=f.id,
+                name=f.name or f.id,
+                url=f.url,
+                every=f.every if f.every is not None else d.every,
+                match=tuple(f.match if f.match is not None else d.match),
+                exclude=tuple(f.exclude if f.exclude is not None else d.exclude),
+                channels=tuple(f.channels if f.channels is not None else d.channels),
+                backfill=f.backfill if f.backfill is not None else d.backfill,
+                max_new_items=f.max_new_items if f.max_new_items is not None else d.max_new_items,
+                failures_before_alert=(
+                    f.failures_before_alert
+                    if f.failures_before_alert is not None
+                    else d.failures_before_alert
+                ),
+            )
+        )
+    return tuple(out)

@@ -1,0 +1,133 @@
+"""The outbox: alerts become rows in the store before anything is sent, and are marked sent after.
+
+Per (transport, channel) rows go out in order; channels are independent, so a channel that waits
+on a rate limit or an outage holds up only itself. A row found in ``sending`` at start-up was
+interrupted mid-send: the transport is asked whether the platform already has it before it is
+sent again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from bot.clock import Clock
+from bot.domain.model import Alert, ChannelName, Delivery
+from bot.errors import DeliveryError
+from bot.store.base import Changes, DeliveryUpdate
+from bot.store.runner import AsyncStore
+from bot.transports.base import Transport
+
+log = logging.getLogger(__name__)
+
+RETRY_BASE = timedelta(seconds=5)
+RETRY_CAP = timedelta(minutes=30)
+
+
+def retry_delay(attempts: int) -> timedelta:
+    """Exponential backoff with jitter: 5 s, 10 s, 20 s … up to 30 min."""
+    base = min(RETRY_BASE * (2 ** max(attempts - 1, 0)), RETRY_CAP)
+    return base * random.uniform(0.8, 1.2)
+
+
+@dataclass(slots=True)
+class DeliveryReport:
+    sent: int = 0
+    retrying: int = 0
+    failed: int = 0
+
+
+class Outbox:
+    def __init__(
+        self, store: AsyncStore, transports: Mapping[str, Transport], clock: Clock
+    ) -> None:
+        self.store = store
+        self.transports = dict(transports)
+        self.clock = clock
+        self._lock = asyncio.Lock()
+        self.warned_unreachable: set[str] = set()
+
+    def rows_for(self, alerts: Iterable[Alert]) -> list[Delivery]:
+        """One outbox row per alert, channel and transport that reaches that channel."""
+        rows = []
+        for alert in alerts:
+            for channel in alert.channels:
+                reached = False
+                for name, transport in self.transports.items():
+                    if not transport.reaches(channel):
+                        continue
+                    reached = True
+                    key = f"{alert.id}|{channel}|{name}"
+                    if self.store.has_delivery(key):
+                        continue
+                    rows.append(
+                        Delivery(key, self.store.next_seq(), alert, ChannelName(channel), name)
+                    )
+                if not reached and channel not in self.warned_unreachable:
+                    self.warned_unreachable.add(channel)
+                    log.warning("channel=%s has no address on any running transport; "
+                                "its alerts are not posted", channel)
+        return rows
+
+    async def deliver_due(self) -> DeliveryReport:
+        """Send every row that is due; return what happened."""
+        async with self._lock:
+            now = self.clock.now()
+            rows = [r for r in await self.store.deliveries(("pending", "sending"))
+                    if r.next_try is None or r.next_try <= now]
+            groups: dict[tuple[str, str], list[Delivery]] = {}
+            for row in rows:
+                groups.setdefault((row.transport, row.channel), []).append(row)
+            reports = await asyncio.gather(
+                *(self._deliver_group(rows) for rows in groups.values())
+            )
+            total = DeliveryReport()
+            for r in reports:
+                total.sent += r.sent
+                total.retrying += r.retrying
+                total.failed += r.failed
+            return total
+
+    async def _deliver_group(self, rows: Sequence[Delivery]) -> DeliveryReport:
+        report = DeliveryReport()
+        for row in rows:
+            transport = self.transports.get(row.transport)
+            if transport is None:
+                continue  # a transport that is not running now; kept for when it is
+            if row.state == "sending" and await transport.was_delivered(
+                row.channel, row.alert, row.key
+            ):
+                await self._mark(row, "sent")
+                report.sent += 1
+                continue
+            await self._mark(row, "sending")
+            try:
+                await transport.send(row.channel, row.alert, row.key)
+            except DeliveryError as err:
+                if err.permanent:
+                    log.error("delivery failed permanently key=%s transport=%s channel=%s "
+                              "error=%s", row.key, row.transport, row.channel, err)
+                    await self._mark(row, "failed", error=str(err), attempt=True)
+                    report.failed += 1
+                    continue
+                delay = retry_delay(row.attempts + 1)
+                log.warning("delivery will be retried key=%s transport=%s channel=%s "
+                            "in_seconds=%.0f error=%s", row.key, row.transport, row.channel,
+                            delay.total_seconds(), err)
+                await self._mark(row, "pending", error=str(err), attempt=True,
+                                 next_try=self.clock.now() + delay)
+                report.retrying += 1
+                break  # keep this channel in order: later rows wait for this one
+            await self._mark(row, "sent")
+            report.sent += 1
+        return report
+
+    async def _mark(self, row: Delivery, state: str, *, error: str | None = None,
+                    attempt: bool = False, next_try: datetime | None = None) -> None:
+        await self.store.commit(Changes(deliveries=[
+            DeliveryUpdate(row.key, state, self.clock.now(), error, next_try, attempt)
+        ]))

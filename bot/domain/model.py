@@ -1,0 +1,124 @@
+"""Domain values. Frozen, slotted, aware datetimes in UTC."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Literal, NewType
+
+from bot.domain.text import Rich
+
+SourceId = NewType("SourceId", str)
+AlertId = NewType("AlertId", str)
+ChannelName = NewType("ChannelName", str)
+
+AlertKind = Literal["news", "session-reminder", "session-change", "clause-change", "source-health"]
+SourceKind = Literal["feed", "calendar"]
+
+
+@dataclass(frozen=True, slots=True)
+class Alert:
+    """Something to tell one or more logical channels.
+
+    ``id`` is stable: planning the same event twice yields the same id, which is what makes
+    delivery idempotent. ``text`` is the plain-text message; ``body`` the same as neutral rich
+    text for transports that can format.
+    """
+
+    kind: AlertKind
+    id: AlertId
+    channels: tuple[ChannelName, ...]
+    source: str
+    title: str
+    url: str | None
+    text: str
+    at: datetime
+    body: Rich = ()
+
+
+@dataclass(frozen=True, slots=True)
+class FeedItem:
+    """One entry of a feed, already reduced to plain text."""
+
+    key: str
+    title: str
+    link: str | None
+    summary: str
+    published: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class NewsRecord:
+    """A matched news item, remembered for the ``news`` command."""
+
+    source: SourceId
+    key: str
+    title: str
+    link: str | None
+    published: datetime | None
+    seen_at: datetime
+    matched: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class FeedState:
+    """What the bot remembers of one feed's items: their keys and when each was first seen."""
+
+    initialized: bool = False
+    seen: Mapping[str, datetime] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class SourceHealth:
+    """How polling a source has been going.
+
+    ``failures`` counts consecutive failed polls; ``alerted`` is true while a "failing" alert has
+    been sent and no "recovered" alert yet.
+    """
+
+    failures: int = 0
+    last_success: datetime | None = None
+    last_error: str | None = None
+    last_error_at: datetime | None = None
+    failing_since: datetime | None = None
+    alerted: bool = False
+    not_before: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Validators:
+    """What lets the next fetch of a source be cheap: HTTP validators and a body digest."""
+
+    etag: str | None = None
+    last_modified: str | None = None
+    body_hash: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SourceRecord:
+    """Everything the bot keeps about one feed or calendar between polls."""
+
+    id: str
+    validators: Validators = Validators()
+    feed: FeedState = FeedState()
+    health: SourceHealth = SourceHealth()
+
+
+DeliveryState = Literal["pending", "sending", "sent", "failed"]
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """One alert on its way to one logical channel through one transport (an outbox row)."""
+
+    key: str
+    seq: int
+    alert: Alert
+    channel: ChannelName
+    transport: str
+    state: DeliveryState = "pending"
+    attempts: int = 0
+    next_try: datetime | None = None
+    last_error: str | None = None
+    sent_at: datetime | None = None

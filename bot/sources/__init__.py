@@ -1,0 +1,1 @@
+"""Fetching and reading the outside world: HTTP, feeds, calendars."""

@@ -1,0 +1,206 @@
+"""Feed bytes -> ``FeedItem`` values, with feedparser (RSS, Atom) or a small JSON Feed reader.
+
+Only bytes we fetched ever reach feedparser, wrapped in a stream, so it never opens a URL or a
+local path itself. Text comes out plain: HTML is reduced to its text, so nothing of it is ever
+rendered as markup.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from html.parser import HTMLParser
+from typing import Any
+
+import feedparser
+
+from bot.domain.model import FeedItem
+
+MAX_ITEMS = 500
+_HTML_TYPES = ("text/html", "application/xhtml+xml")
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedFeed:
+    title: str | None
+    items: tuple[FeedItem, ...]
+    warning: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ParseFailed:
+    reason: str
+
+
+class _TextExtractor(HTMLParser):
+    _SKIP = frozenset({"script", "style", "head", "title", "noscript", "template"})
+    _BREAKS = frozenset({"p", "br", "div", "li", "tr", "h1", "h2", "h3", "h4", "h5", "h6"})
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.parts: list[str] = []
+        self._skipping = 0
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag in self._SKIP:
+            self._skipping += 1
+        elif tag in self._BREAKS:
+            self.parts.append(" ")
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in self._SKIP and self._skipping:
+            self._skipping -= 1
+        elif tag in self._BREAKS:
+            self.parts.append(" ")
+
+    def handle_data(self, data: str) -> None:
+        if not self._skipping:
+            self.parts.append(data)
+
+
+def html_to_text(markup: str) -> str:
+    """The visible text of an HTML fragment, whitespace collapsed. Never markup."""
+    if "<" not in markup and "&" not in markup:
+        return " ".join(markup.split())
+    parser = _TextExtractor()
+    parser.feed(markup)
+    parser.close()
+    return " ".join("".join(parser.parts).split())
+
+
+def _clean(value: str) -> str:
+    # control characters other than whitespace have no business in a message
+    return re.sub(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]", "", value)
+
+
+def _detail_text(entry: Any, field: str) -> str:
+    value = entry.get(field) or ""
+    if not isinstance(value, str):
+        return ""
+    detail = entry.get(f"{field}_detail") or {}
+    kind = detail.get("type", "text/html") if isinstance(detail, dict) else "text/html"
+    text = html_to_text(value) if kind in _HTML_TYPES else " ".join(value.split())
+    return _clean(text)
+
+
+def _when(entry: Any) -> datetime | None:
+    for key in ("published_parsed", "updated_parsed", "created_parsed"):
+        parsed = entry.get(key)
+        if parsed:
+            try:
+                return datetime(*parsed[:6], tzinfo=UTC)
+            except (TypeError, ValueError):
+                continue
+    return None
+
+
+def item_key(guid: str | None, link: str | None, title: str, date_text: str) -> str:
+    """Identity of an item: its guid, else its link, else a digest of title and date."""
+    if guid and guid.strip():
+        return guid.strip()
+    if link and link.strip():
+        return link.strip()
+    return "sha256:" + hashlib.sha256(f"{title}\x1f{date_text}".encode()).hexdigest()[:32]
+
+
+def _safe_link(value: Any) -> str | None:
+    if not isinstance(value, str):
+        return None
+    value = value.strip()
+    return value if re.match(r"^https?://", value, re.IGNORECASE) else None
+
+
+def _looks_like_html(body: bytes, content_type: str | None) -> bool:
+    head = body[:2048].lower()
+    return b"<html" in head or b"<!doctype html" in head or (
+        content_type is not None and "text/html" in content_type.lower()
+    )
+
+
+def parse_feed(body: bytes, content_type: str | None = None) -> ParsedFeed | ParseFailed:
+    """Parse a feed document; a document that is not a feed is a ``ParseFailed``."""
+    stripped = body.lstrip()
+    if stripped[:1] == b"{" or (content_type and "json" in content_type.lower()):
+        return _parse_json_feed(body)
+    headers = {"content-type": content_type} if content_type else {}
+    result = feedparser.parse(
+        io.BytesIO(body),
+        response_headers=headers,
+        sanitize_html=False,
+        resolve_relative_uris=False,
+    )
+    bozo = result.get("bozo_exception")
+    if not result.get("version") and not result.entries:
+        if not stripped:
+            return ParseFailed("not a feed: the response was empty")
+        if _looks_like_html(body, content_type):
+            return ParseFailed("not a feed: the server sent an HTML page")
+        if bozo is not None:
+            return ParseFailed(f"not a feed: {_describe(bozo)}")
+        return ParseFailed("not a feed: no RSS, Atom or JSON Feed document found")
+    items = []
+    for entry in result.entries[:MAX_ITEMS]:
+        title = _detail_text(entry, "title")
+        summary = _detail_text(entry, "summary")
+        link = _safe_link(entry.get("link"))
+        date_text = str(entry.get("published") or entry.get("updated") or "")
+        guid = entry.get("id") if isinstance(entry.get("id"), str) else None
+        items.append(
+            FeedItem(item_key(guid, link, title, date_text), title, link, summary, _when(entry))
+        )
+    feed_title = _detail_text(result.feed, "title") or None
+    warning = f"feed is not well-formed: {_describe(bozo)}" if bozo is not None else None
+    return ParsedFeed(feed_title, tuple(items), warning)
+
+
+def _describe(err: Any) -> str:
+    line = getattr(err, "getLineNumber", None)
+    text = getattr(err, "getMessage", None)
+    message = text() if callable(text) else str(err)
+    if callable(line):
+        return f"{message} (line {line()})"
+    return message or type(err).__name__
+
+
+def _parse_json_feed(body: bytes) -> ParsedFeed | ParseFailed:
+    try:
+        doc = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as err:
+        return ParseFailed(f"not a feed: invalid JSON: {err}")
+    if not isinstance(doc, dict) or not str(doc.get("version", "")).startswith(
+        "https://jsonfeed.org/version/"
+    ):
+        return ParseFailed("not a feed: JSON without a JSON Feed version")
+    raw_items = doc.get("items")
+    if not isinstance(raw_items, list):
+        return ParseFailed("not a feed: JSON Feed without an items list")
+    items = []
+    for raw in raw_items[:MAX_ITEMS]:
+        if not isinstance(raw, dict):
+            continue
+        title = _clean(" ".join(str(raw.get("title") or "").split()))
+        if raw.get("content_text") or raw.get("summary"):
+            summary = " ".join(str(raw.get("summary") or raw.get("content_text")).split())
+        else:
+            summary = html_to_text(str(raw.get("content_html") or ""))
+        link = _safe_link(raw.get("url"))
+        date_text = str(raw.get("date_published") or raw.get("date_modified") or "")
+        published = None
+        if date_text:
+            try:
+                published = datetime.fromisoformat(date_text.replace("Z", "+00:00"))
+                published = published.astimezone(UTC) if published.tzinfo else None
+            except ValueError:
+                published = None
+        guid = raw.get("id")
+        guid_text = str(guid) if guid is not None else None
+        items.append(
+            FeedItem(item_key(guid_text, link, title, date_text), title, link,
+                     _clean(summary), published)
+        )
+    title = doc.get("title")
+    return ParsedFeed(str(title) if title else None, tuple(items))

@@ -1,0 +1,220 @@
+"""One HTTP client for every source: conditional GET, deadlines, byte caps, politeness.
+
+Failures are returned as values (``FetchFailed``), never raised, so one bad source cannot end a
+round for the others.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from email.utils import parsedate_to_datetime
+from types import TracebackType
+from typing import Literal
+from urllib.parse import urlsplit
+
+import aiohttp
+
+from bot import __version__
+from bot.domain.model import Validators
+
+log = logging.getLogger(__name__)
+
+USER_AGENT = (
+    f"treaty-bot/{__version__} (Treaty Watch; feed and calendar monitor; "
+    "+https://github.com/treaty-watch/treaty-bot)"
+)
+MAX_RETRY_AFTER = timedelta(hours=24)
+
+FailureKind = Literal["http_error", "timeout", "too_large", "connection_error"]
+
+
+@dataclass(frozen=True, slots=True)
+class Fetched:
+    body: bytes
+    etag: str | None
+    last_modified: str | None
+    content_type: str | None
+    url: str
+
+
+@dataclass(frozen=True, slots=True)
+class NotModified:
+    etag: str | None = None
+    last_modified: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class FetchFailed:
+    reason: str
+    kind: FailureKind
+    status: int | None = None
+    retry_after: timedelta | None = None
+
+
+FetchResult = Fetched | NotModified | FetchFailed
+
+
+def parse_retry_after(value: str | None, now: datetime) -> timedelta | None:
+    """Seconds or an HTTP date; capped at a day; ``None`` when absent or unreadable."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        delay = timedelta(seconds=int(value))
+    else:
+        try:
+            when = parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+        delay = when - now
+    return max(timedelta(0), min(delay, MAX_RETRY_AFTER))
+
+
+class HttpFetcher:
+    """Fetches URLs with one ``aiohttp.ClientSession``.
+
+    - conditional GET from stored ``Validators`` (If-None-Match / If-Modified-Since);
+    - a total deadline per request, body included, and a byte cap checked on the decompressed
+      body as it streams in;
+    - at most ``per_host`` requests in flight per host and ``max_in_flight`` overall; a request
+      that had to wait for its host starts after a little random jitter;
+    - an honest User-Agent.
+    """
+
+    def __init__(
+        self,
+        *,
+        timeout: timedelta = timedelta(seconds=30),
+        max_bytes: int = 5 * 1024 * 1024,
+        per_host: int = 2,
+        max_in_flight: int = 32,
+        user_agent: str = USER_AGENT,
+        now: Callable[[], datetime] = lambda: datetime.now(UTC),
+        host_jitter: float = 0.05,
+    ) -> None:
+        self.timeout = timeout
+        self.max_bytes = max_bytes
+        self.per_host = per_host
+        self.user_agent = user_agent
+        self._now = now
+        self._host_jitter = host_jitter
+        self._in_flight = asyncio.Semaphore(max_in_flight)
+        self._hosts: dict[str, asyncio.Semaphore] = {}
+        self._session: aiohttp.ClientSession | None = None
+        self.requests = 0
+
+    async def __aenter__(self) -> HttpFetcher:
+        connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300)
+        self._session = aiohttp.ClientSession(
+            connector=connector,
+            headers={"User-Agent": self.user_agent, "Accept": _ACCEPT},
+            timeout=aiohttp.ClientTimeout(total=None, sock_connect=10),
+        )
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def fetch(self, url: str, validators: Validators | None = None) -> FetchResult:
+        host = urlsplit(url).netloc.lower()
+        gate = self._hosts.setdefault(host, asyncio.Semaphore(self.per_host))
+        waited = gate.locked()
+        async with gate:
+            if waited and self._host_jitter > 0:
+                await asyncio.sleep(random.uniform(0, self._host_jitter))
+            async with self._in_flight:
+                return await self._fetch(url, validators)
+
+    async def _fetch(self, url: str, validators: Validators | None) -> FetchResult:
+        if self._session is None:
+            raise RuntimeError("HttpFetcher used outside 'async with'")
+        headers = {}
+        if validators is not None:
+            if validators.etag:
+                headers["If-None-Match"] = validators.etag
+            if validators.last_modified:
+                headers["If-Modified-Since"] = validators.last_modified
+        seconds = self.timeout.total_seconds()
+        self.requests += 1
+        started = time.monotonic()
+        try:
+            async with asyncio.timeout(seconds):
+                async with self._session.get(
+                    url, headers=headers, allow_redirects=True, max_redirects=5
+                ) as resp:
+                    if resp.status == 304:
+                        return NotModified(resp.headers.get("ETag"),
+                                           resp.headers.get("Last-Modified"))
+                    if resp.status >= 400 or resp.status < 200:
+                        return FetchFailed(
+                            f"HTTP {resp.status} {resp.reason or ''}".strip(),
+                            "http_error",
+                            resp.status,
+                            parse_retry_after(resp.headers.get("Retry-After"), self._now())
+                            if resp.status in (429, 503)
+                            else None,
+                        )
+                    length = resp.content_length
+                    if length is not None and length > self.max_bytes:
+                        return self._too_large()
+                    body = bytearray()
+                    async for chunk in resp.content.iter_chunked(64 * 1024):
+                        body += chunk
+                        if len(body) > self.max_bytes:
+                            return self._too_large()
+                    return Fetched(
+                        bytes(body),
+                        resp.headers.get("ETag"),
+                        resp.headers.get("Last-Modified"),
+                        resp.headers.get("Content-Type"),
+                        str(resp.url),
+                    )
+        except TimeoutError:
+            return FetchFailed(
+                f"timed out after {seconds:g}s (whole request, body included)", "timeout"
+            )
+        except aiohttp.TooManyRedirects:
+            return FetchFailed("too many redirects (more than 5)", "http_error")
+        except aiohttp.ClientResponseError as err:
+            return FetchFailed(f"bad HTTP response: {err.message}", "http_error", err.status)
+        except aiohttp.ClientPayloadError as err:
+            return FetchFailed(f"broken response body: {_short(err)}", "connection_error")
+        except aiohttp.ClientConnectorError as err:
+            return FetchFailed(f"cannot connect to {err.host}:{err.port}: {_short(err.os_error)}",
+                               "connection_error")
+        except (aiohttp.ClientError, OSError, ValueError) as err:
+            return FetchFailed(f"request failed: {type(err).__name__}: {_short(err)}",
+                               "connection_error")
+        finally:
+            log.debug("fetched url=%s seconds=%.3f", url, time.monotonic() - started)
+
+    def _too_large(self) -> FetchFailed:
+        return FetchFailed(
+            f"response larger than {self.max_bytes // 1024} KiB (fetch.max_bytes)", "too_large"
+        )
+
+
+def _short(err: BaseException) -> str:
+    text = str(err) or type(err).__name__
+    return text if len(text) <= 200 else text[:199] + "…"
+
+
+_ACCEPT = (
+    "application/rss+xml, application/atom+xml, application/feed+json, application/json;q=0.9, "
+    "application/xml;q=0.9, text/xml;q=0.9, text/calendar;q=0.9, */*;q=0.5"
+)

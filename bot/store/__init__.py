@@ -1,0 +1,1 @@
+"""Where the bot keeps what it knows between polls and restarts."""

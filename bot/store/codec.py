@@ -1,0 +1,184 @@
+"""Domain values <-> JSON-ready dicts, for the store."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, cast
+
+from bot.domain.model import (
+    Alert,
+    AlertId,
+    AlertKind,
+    ChannelName,
+    Delivery,
+    DeliveryState,
+    FeedState,
+    NewsRecord,
+    SourceHealth,
+    SourceId,
+    SourceRecord,
+    Validators,
+)
+from bot.domain.text import Block, Bullets, Paragraph, Rich, Span, Style
+
+
+def ts(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def dt(value: Any) -> datetime | None:
+    return datetime.fromisoformat(value) if isinstance(value, str) else None
+
+
+def _span(s: Span) -> list[Any]:
+    return [s.text, s.style, s.href]
+
+
+def _unspan(v: list[Any]) -> Span:
+    return Span(str(v[0]), cast(Style, v[1]), v[2])
+
+
+def rich_to_json(blocks: Rich) -> list[Any]:
+    out: list[Any] = []
+    for b in blocks:
+        if isinstance(b, Paragraph):
+            out.append({"p": [_span(s) for s in b.spans]})
+        else:
+            out.append({"ul": [[_span(s) for s in item] for item in b.items]})
+    return out
+
+
+def rich_from_json(data: list[Any]) -> Rich:
+    out: list[Block] = []
+    for b in data:
+        if "p" in b:
+            out.append(Paragraph(tuple(_unspan(s) for s in b["p"])))
+        else:
+            out.append(Bullets(tuple(tuple(_unspan(s) for s in item) for item in b["ul"])))
+    return tuple(out)
+
+
+def alert_to_json(a: Alert) -> dict[str, Any]:
+    return {
+        "kind": a.kind,
+        "id": a.id,
+        "channels": list(a.channels),
+        "source": a.source,
+        "title": a.title,
+        "url": a.url,
+        "text": a.text,
+        "at": ts(a.at),
+        "body": rich_to_json(a.body),
+    }
+
+
+def alert_from_json(d: dict[str, Any]) -> Alert:
+    at = dt(d["at"])
+    assert at is not None
+    return Alert(
+        kind=cast(AlertKind, d["kind"]),
+        id=AlertId(d["id"]),
+        channels=tuple(ChannelName(c) for c in d["channels"]),
+        source=d["source"],
+        title=d["title"],
+        url=d["url"],
+        text=d["text"],
+        at=at,
+        body=rich_from_json(d.get("body", [])),
+    )
+
+
+def source_to_json(r: SourceRecord) -> dict[str, Any]:
+    h = r.health
+    return {
+        "id": r.id,
+        "etag": r.validators.etag,
+        "last_modified": r.validators.last_modified,
+        "body_hash": r.validators.body_hash,
+        "initialized": r.feed.initialized,
+        "seen": {k: ts(v) for k, v in r.feed.seen.items()},
+        "health": {
+            "failures": h.failures,
+            "last_success": ts(h.last_success),
+            "last_error": h.last_error,
+            "last_error_at": ts(h.last_error_at),
+            "failing_since": ts(h.failing_since),
+            "alerted": h.alerted,
+            "not_before": ts(h.not_before),
+        },
+    }
+
+
+def source_from_json(d: dict[str, Any]) -> SourceRecord:
+    h = d.get("health", {})
+    seen = {k: t for k, v in d.get("seen", {}).items() if (t := dt(v)) is not None}
+    return SourceRecord(
+        id=d["id"],
+        validators=Validators(d.get("etag"), d.get("last_modified"), d.get("body_hash")),
+        feed=FeedState(bool(d.get("initialized")), seen),
+        health=SourceHealth(
+            failures=int(h.get("failures", 0)),
+            last_success=dt(h.get("last_success")),
+            last_error=h.get("last_error"),
+            last_error_at=dt(h.get("last_error_at")),
+            failing_since=dt(h.get("failing_since")),
+            alerted=bool(h.get("alerted")),
+            not_before=dt(h.get("not_before")),
+        ),
+    )
+
+
+def delivery_to_json(r: Delivery) -> dict[str, Any]:
+    return {
+        "key": r.key,
+        "seq": r.seq,
+        "alert": alert_to_json(r.alert),
+        "channel": r.channel,
+        "transport": r.transport,
+        "state": r.state,
+        "attempts": r.attempts,
+        "next_try": ts(r.next_try),
+        "last_error": r.last_error,
+        "sent_at": ts(r.sent_at),
+    }
+
+
+def delivery_from_json(d: dict[str, Any]) -> Delivery:
+    return Delivery(
+        key=d["key"],
+        seq=int(d["seq"]),
+        alert=alert_from_json(d["alert"]),
+        channel=ChannelName(d["channel"]),
+        transport=d["transport"],
+        state=cast(DeliveryState, d["state"]),
+        attempts=int(d.get("attempts", 0)),
+        next_try=dt(d.get("next_try")),
+        last_error=d.get("last_error"),
+        sent_at=dt(d.get("sent_at")),
+    )
+
+
+def news_to_json(n: NewsRecord) -> dict[str, Any]:
+    return {
+        "source": n.source,
+        "key": n.key,
+        "title": n.title,
+        "link": n.link,
+        "published": ts(n.published),
+        "seen_at": ts(n.seen_at),
+        "matched": list(n.matched),
+    }
+
+
+def news_from_json(d: dict[str, Any]) -> NewsRecord:
+    seen_at = dt(d["seen_at"])
+    assert seen_at is not None
+    return NewsRecord(
+        SourceId(d["source"]),
+        d["key"],
+        d["title"],
+        d.get("link"),
+        dt(d.get("published")),
+        seen_at,
+        tuple(d.get("matched", ())),
+    )

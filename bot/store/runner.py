@@ -1,0 +1,57 @@
+"""Runs a blocking ``Store`` on one worker thread, so the event loop never waits on the disk.
+
+One thread means one writer: calls run one after another, in the order they were made.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
+
+from bot.domain.model import Delivery, NewsRecord, SourceRecord
+from bot.store.base import Changes, Store
+
+T = TypeVar("T")
+
+
+class AsyncStore:
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store")
+
+    async def _call(self, fn: Callable[..., T], *args: object) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, functools.partial(fn, *args))
+
+    @property
+    def location(self) -> str:
+        return self.store.location
+
+    async def source(self, source_id: str) -> SourceRecord:
+        return await self._call(self.store.source, source_id)
+
+    async def sources(self) -> dict[str, SourceRecord]:
+        return await self._call(self.store.sources)
+
+    async def commit(self, changes: Changes) -> None:
+        if changes:
+            await self._call(self.store.commit, changes)
+
+    async def deliveries(self, states: Sequence[str] = ("pending", "sending")) -> list[Delivery]:
+        return await self._call(self.store.deliveries, states)
+
+    async def recent_news(self, limit: int) -> list[NewsRecord]:
+        return await self._call(self.store.recent_news, limit)
+
+    def next_seq(self) -> int:
+        return self.store.next_seq()
+
+    def has_delivery(self, key: str) -> bool:
+        return self.store.has_delivery(key)
+
+    async def close(self) -> None:
+        await self._call(self.store.close)
+        self._executor.shutdown(wait=True)

@@ -1,0 +1,328 @@
+"""The embedded store: one TinyDB JSON file, written atomically, held by one process.
+
+TinyDB's own ``JSONStorage`` rewrites the file in place, which a crash or a full disk can leave
+half-written. ``AtomicJSONStorage`` writes a temporary file in the same directory, fsyncs it,
+renames it over the old one with ``os.replace`` and fsyncs the directory, so the file on disk is
+always one complete state. A lock file keeps a second process out.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import json
+import logging
+import os
+import tempfile
+from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from tinydb import TinyDB
+from tinydb.storages import Storage
+from tinydb.table import Document
+
+from bot.domain.model import Delivery, NewsRecord, SourceRecord
+from bot.errors import StoreCorrupt, StoreError, StoreLocked
+from bot.store import codec
+from bot.store.base import Changes
+
+log = logging.getLogger(__name__)
+
+SCHEMA = 1
+NEWS_KEPT = 500
+SENT_KEPT = timedelta(days=30)
+
+
+def _decode(path: Path, raw: bytes) -> dict[str, Any]:
+    """Parse and check the file's shape, or raise ``StoreCorrupt`` saying where and why."""
+    hint = (
+        f"The bot will not start on it, so that it does not announce everything again. "
+        f"To recover, restore the copy made at the last good start "
+        f"(mv {path}.bak {path}), or move the file away to start afresh (the first poll of "
+        f"each source then only remembers what exists)."
+    )
+    if not raw.strip():
+        raise StoreCorrupt(f"the file is empty. {hint}", resource=str(path))
+    try:
+        data = json.loads(raw)
+    except UnicodeDecodeError as err:
+        raise StoreCorrupt(f"not UTF-8 at byte {err.start}. {hint}", resource=str(path)) from None
+    except json.JSONDecodeError as err:
+        raise StoreCorrupt(
+            f"not valid JSON at line {err.lineno} column {err.colno} (byte {err.pos}): "
+            f"{err.msg}. {hint}",
+            resource=str(path),
+        ) from None
+    if not isinstance(data, dict) or not all(
+        isinstance(t, dict) and all(isinstance(d, dict) for d in t.values())
+        for t in data.values()
+    ):
+        raise StoreCorrupt(f"not a treaty-bot state file (unexpected structure). {hint}",
+                           resource=str(path))
+    meta = data.get("meta", {}).get("1", {})
+    if data and meta.get("schema", SCHEMA) != SCHEMA:
+        raise StoreCorrupt(f"written by another version (schema {meta.get('schema')}). {hint}",
+                           resource=str(path))
+    return data
+
+
+def write_atomically(path: Path, payload: bytes) -> None:
+    """Replace ``path`` with ``payload`` so that a crash leaves the old or the new file."""
+    directory = path.parent
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(payload)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    dir_fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+class AtomicJSONStorage(Storage):  # type: ignore[misc]
+    """A TinyDB storage holding the data in memory and writing it atomically on ``flush``.
+
+    Writes made inside ``batch()`` are flushed once at its end; a write error rolls the
+    in-memory data back to what is on disk.
+    """
+
+    def __init__(self, path: Path, data: dict[str, Any], *, read_only: bool) -> None:
+        self.path = path
+        self.read_only = read_only
+        self._data = data
+        self._on_disk = json.dumps(data, separators=(",", ":"), ensure_ascii=False)
+        self._depth = 0
+        self._dirty = False
+        self.writes = 0
+
+    def read(self) -> dict[str, Any] | None:
+        return self._data
+
+    def write(self, data: dict[str, Any]) -> None:
+        self._data = data
+        self._dirty = True
+        if self._depth == 0:
+            self.flush()
+
+    @contextlib.contextmanager
+    def batch(self) -> Iterator[None]:
+        self._depth += 1
+        try:
+            yield
+        except BaseException:
+            self._rollback()
+            raise
+        finally:
+            self._depth -= 1
+        if self._depth == 0:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self._dirty:
+            return
+        text = json.dumps(self._data, separators=(",", ":"), ensure_ascii=False)
+        self._dirty = False
+        if text == self._on_disk:
+            return
+        if self.read_only:
+            return
+        try:
+            write_atomically(self.path, text.encode())
+        except OSError as err:
+            self._rollback()
+            reason = "the disk is full" if err.errno in (errno.ENOSPC, errno.EFBIG) else (
+                err.strerror or str(err))
+            raise StoreError(f"cannot write: {reason}; the previous state is kept",
+                             resource=str(self.path)) from err
+        self._on_disk = text
+        self.writes += 1
+
+    def _rollback(self) -> None:
+        self._data = json.loads(self._on_disk)
+        self._dirty = False
+
+    def close(self) -> None:
+        pass
+
+
+class TinyDBStore:
+    """The ``Store`` on a TinyDB JSON file (see ``bot.store.base`` for the contract)."""
+
+    def __init__(self, path: str | os.PathLike[str], *, read_only: bool = False) -> None:
+        self._path = Path(path)
+        self._lock_fd: int | None = None
+        self._read_only = read_only
+        if not read_only:
+            self._path.parent.mkdir(parents=True, exist_ok=True)
+            self._lock()
+        try:
+            data = self._load()
+        except BaseException:
+            self._unlock()
+            raise
+        self._storage = AtomicJSONStorage(self._path, data, read_only=read_only)
+        self._db = TinyDB(storage=lambda: self._storage)
+        self._db.default_table_name = "meta"
+        self._sources = self._db.table("sources", cache_size=0)
+        self._outbox = self._db.table("outbox", cache_size=0)
+        self._news = self._db.table("news", cache_size=0)
+        self._meta = self._db.table("meta", cache_size=0)
+        self._source_ids = {d["id"]: d.doc_id for d in self._sources.all()}
+        self._outbox_ids = {d["key"]: d.doc_id for d in self._outbox.all()}
+        self._seq = max((int(d["seq"]) for d in self._outbox.all()), default=0)
+
+    # -- life cycle -------------------------------------------------------------------------
+
+    def _lock(self) -> None:
+        lock_path = self._path.with_name(self._path.name + ".lock")
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as err:
+            holder = os.read(fd, 32).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise StoreLocked(
+                f"another treaty-bot process (pid {holder}) is using it; stop that one first, "
+                f"or give this one another storage file",
+                resource=str(self._path),
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, str(os.getpid()).encode())
+        self._lock_fd = fd
+
+    def _unlock(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    def _load(self) -> dict[str, Any]:
+        try:
+            raw = self._path.read_bytes()
+        except FileNotFoundError:
+            return {}
+        except OSError as err:
+            raise StoreError(f"cannot read: {err.strerror}", resource=str(self._path)) from err
+        data = _decode(self._path, raw)
+        if not self._read_only:
+            write_atomically(self._path.with_name(self._path.name + ".bak"), raw)
+        return data
+
+    def close(self) -> None:
+        self._unlock()
+
+    @property
+    def location(self) -> str:
+        return str(self._path)
+
+    @property
+    def writes(self) -> int:
+        """How many times the file was written since opening (for tests and benchmarks)."""
+        return self._storage.writes
+
+    # -- reads ------------------------------------------------------------------------------
+
+    def source(self, source_id: str) -> SourceRecord:
+        doc_id = self._source_ids.get(source_id)
+        if doc_id is None:
+            return SourceRecord(id=source_id)
+        doc = self._sources.get(doc_id=doc_id)
+        return codec.source_from_json(dict(doc)) if doc else SourceRecord(id=source_id)
+
+    def sources(self) -> dict[str, SourceRecord]:
+        return {d["id"]: codec.source_from_json(dict(d)) for d in self._sources.all()}
+
+    def next_seq(self) -> int:
+        self._seq += 1
+        return self._seq
+
+    def deliveries(self, states: Sequence[str] = ("pending", "sending")) -> list[Delivery]:
+        rows = [codec.delivery_from_json(dict(d)) for d in self._outbox.all()
+                if d["state"] in states]
+        rows.sort(key=lambda r: r.seq)
+        return rows
+
+    def has_delivery(self, key: str) -> bool:
+        return key in self._outbox_ids
+
+    def recent_news(self, limit: int) -> list[NewsRecord]:
+        rows = [codec.news_from_json(dict(d)) for d in self._news.all()]
+        rows.sort(key=lambda n: n.seen_at, reverse=True)
+        return rows[:limit]
+
+    # -- the one write path -----------------------------------------------------------------
+
+    def commit(self, changes: Changes) -> None:
+        if not changes:
+            return
+        source_ids = dict(self._source_ids)
+        outbox_ids = dict(self._outbox_ids)
+        try:
+            with self._storage.batch():
+                if not self._meta.get(doc_id=1):
+                    self._meta.insert(Document({"schema": SCHEMA}, doc_id=1))
+                self._apply(changes)
+        except BaseException:
+            self._source_ids = source_ids
+            self._outbox_ids = outbox_ids
+            for table in (self._sources, self._outbox, self._news, self._meta):
+                table.clear_cache()
+                table._next_id = None
+            raise
+
+    def _apply(self, changes: Changes) -> None:
+        for record in changes.sources:
+            doc = codec.source_to_json(record)
+            doc_id = self._source_ids.get(record.id)
+            if doc_id is None:
+                self._source_ids[record.id] = self._sources.insert(doc)
+            else:
+                self._sources.upsert(Document(doc, doc_id=doc_id))
+        fresh = [r for r in changes.enqueue if r.key not in self._outbox_ids]
+        if fresh:
+            ids = self._outbox.insert_multiple([codec.delivery_to_json(r) for r in fresh])
+            for row, doc_id in zip(fresh, ids, strict=True):
+                self._outbox_ids[row.key] = doc_id
+        for update in changes.deliveries:
+            doc_id = self._outbox_ids.get(update.key)
+            if doc_id is None:
+                continue
+            fields: dict[str, Any] = {"state": update.state, "last_error": update.error,
+                                      "next_try": codec.ts(update.next_try)}
+            if update.state == "sent":
+                fields["sent_at"] = codec.ts(update.at)
+            if update.count_attempt:
+                doc = self._outbox.get(doc_id=doc_id)
+                fields["attempts"] = int(doc["attempts"]) + 1 if doc else 1
+            self._outbox.update(fields, doc_ids=[doc_id])
+        if changes.news:
+            self._news.insert_multiple([codec.news_to_json(n) for n in changes.news])
+            self._prune_news()
+        if any(u.state == "sent" for u in changes.deliveries):
+            self._prune_sent(max(u.at for u in changes.deliveries))
+
+    def _prune_news(self) -> None:
+        docs = self._news.all()
+        if len(docs) <= NEWS_KEPT:
+            return
+        docs.sort(key=lambda d: d["seen_at"])
+        self._news.remove(doc_ids=[d.doc_id for d in docs[: len(docs) - NEWS_KEPT]])
+
+    def _prune_sent(self, now: datetime) -> None:
+        cutoff = (now.astimezone(UTC) - SENT_KEPT).isoformat()
+        old = [d for d in self._outbox.all()
+               if d["state"] == "sent" and (d.get("sent_at") or "") < cutoff]
+        if old:
+            self._outbox.remove(doc_ids=[d.doc_id for d in old])
+            for d in old:
+                self._outbox_ids.pop(d["key"], None)

@@ -1,0 +1,1 @@
+"""Where alerts and answers go: the console, Slack, Matrix."""
