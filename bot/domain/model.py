@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime, timedelta
 from typing import Literal, NewType
 
 from bot.domain.text import Rich
@@ -15,6 +15,9 @@ ChannelName = NewType("ChannelName", str)
 
 AlertKind = Literal["news", "session-reminder", "session-change", "clause-change", "source-health"]
 SourceKind = Literal["feed", "calendar"]
+EventKind = Literal["session", "informal", "deadline"]
+EventStatus = Literal["scheduled", "tentative", "postponed", "cancelled", "concluded"]
+ClauseStatus = Literal["open", "contested", "agreed", "adopted", "reserved", "deferred"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,3 +125,57 @@ class Delivery:
     next_try: datetime | None = None
     last_error: str | None = None
     sent_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SessionEvent:
+    """A negotiation session, an informal meeting or a deadline, from YAML or a calendar.
+
+    ``key`` identifies the event across versions of its source: ``<source>:<yaml id>`` for
+    sessions.yaml, ``<calendar id>:<UID>`` plus ``@<RECURRENCE-ID in UTC>`` for one occurrence
+    of a recurring calendar event. ``start``/``end`` are aware UTC; for an all-day event they are
+    midnight in ``timezone`` (end exclusive, as in iCalendar). ``timezone`` is the venue's zone.
+    """
+
+    key: str
+    source: str
+    title: str
+    start: datetime
+    end: datetime | None = None
+    kind: EventKind = "session"
+    all_day: bool = False
+    timezone: str | None = None
+    location: str | None = None
+    url: str | None = None
+    status: EventStatus = "scheduled"
+    description: str = ""
+    channels: tuple[ChannelName, ...] = ()
+    lead_times: tuple[timedelta, ...] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Clause:
+    """One provision of the Convention and where the coalition stands on it."""
+
+    id: str
+    article: str
+    title: str
+    status: ClauseStatus
+    summary: str = ""
+    concerns: tuple[str, ...] = ()
+    links: tuple[str, ...] = ()
+    updated: date | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SourceView:
+    """A watched source as the ``feeds`` and ``status`` commands show it."""
+
+    id: str
+    name: str
+    kind: SourceKind
+    url: str
+    every: timedelta
+    health: SourceHealth
+    last_poll: datetime | None = None
+    last_outcome: str | None = None
