@@ -240,8 +240,17 @@ def _cross_check(
         return list(value) if isinstance(value, list) else []
 
     def channel_refs() -> Iterator[tuple[str, list[str | int], Any]]:
-        yield "bot.yaml", ["reminders", "channels"], raw("bot.yaml", "reminders", "channels")
-        yield "feeds.yaml", ["defaults", "channels"], raw("feeds.yaml", "defaults", "channels")
+        reminders = raw("bot.yaml", "reminders", "channels")
+        if reminders is None and (items("sessions.yaml", "sessions")
+                                  or items("sessions.yaml", "calendars")):
+            reminders = ["alerts"]  # the default applies: it must exist too
+        yield "bot.yaml", ["reminders", "channels"], reminders
+        defaults = raw("feeds.yaml", "defaults", "channels")
+        if defaults is None and any(
+            isinstance(f, Mapping) and "channels" not in f for f in items("feeds.yaml", "feeds")
+        ):
+            defaults = ["alerts"]
+        yield "feeds.yaml", ["defaults", "channels"], defaults
         for file, section in (("feeds.yaml", "feeds"), ("sessions.yaml", "calendars"),
                               ("sessions.yaml", "sessions")):
             for i, _ in enumerate(items(file, section)):

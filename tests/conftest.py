@@ -1,0 +1,57 @@
+"""Shared fixtures: a clean environment, a config directory factory."""
+
+from __future__ import annotations
+
+import textwrap
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+PLATFORM_ENV = (
+    "SLACK_BOT_TOKEN",
+    "SLACK_APP_TOKEN",
+    "SLACK_SIGNING_SECRET",
+    "SLACK_API_URL",
+    "MATRIX_HOMESERVER",
+    "MATRIX_USER_ID",
+    "MATRIX_ACCESS_TOKEN",
+    "MATRIX_PASSWORD",
+    "TREATY_BOT_CONFIG",
+)
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(autouse=True)
+def _clean_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    for name in PLATFORM_ENV:
+        monkeypatch.delenv(name, raising=False)
+    yield
+
+
+ConfigFactory = Callable[..., Path]
+
+
+@pytest.fixture
+def config_dir(tmp_path: Path) -> ConfigFactory:
+    """Write config files (dedented) into a fresh directory; bot.yaml gets a default."""
+
+    def make(**files: str) -> Path:
+        directory = tmp_path / "config"
+        directory.mkdir(exist_ok=True)
+        files.setdefault(
+            "bot",
+            f"""
+            timezone: Europe/Vienna
+            storage: {tmp_path / "state.json"}
+            channels:
+              alerts: {{}}
+              ops: {{}}
+            """,
+        )
+        for name, text in files.items():
+            (directory / f"{name}.yaml").write_text(textwrap.dedent(text).lstrip())
+        return directory
+
+    return make

@@ -1,0 +1,260 @@
+"""The store's contract (bot/store/base.py), on the TinyDB store."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from bot.domain.model import (
+    Alert,
+    AlertId,
+    ChannelName,
+    Delivery,
+    FeedState,
+    NewsRecord,
+    SourceHealth,
+    SourceId,
+    SourceRecord,
+    Validators,
+)
+from bot.domain.text import para
+from bot.errors import StoreCorrupt, StoreError, StoreLocked
+from bot.store.base import Changes, DeliveryUpdate
+from bot.store.tinydb_store import TinyDBStore
+
+NOW = datetime(2026, 11, 28, 9, 0, tzinfo=UTC)
+
+
+def record(n: int = 1, seen: int = 3) -> SourceRecord:
+    return SourceRecord(
+        f"feed-{n}",
+        Validators('"etag"', "Sat, 28 Nov 2026 08:00:00 GMT", "abc"),
+        FeedState(True, {f"k{i}": NOW for i in range(seen)}),
+        SourceHealth(failures=1, last_error="HTTP 500", last_error_at=NOW),
+    )
+
+
+def alert(n: int) -> Alert:
+    return Alert("news", AlertId(f"news:x:{n}"), (ChannelName("alerts"),), "x", f"T{n}",
+                 f"https://e.org/{n}", f"text {n}", NOW, (para("hello"),))
+
+
+def row(store: TinyDBStore, n: int) -> Delivery:
+    return Delivery(f"news:x:{n}|alerts|console", store.next_seq(), alert(n),
+                    ChannelName("alerts"), "console")
+
+
+def test_round_trip(tmp_path: Path) -> None:
+    path = tmp_path / "state.json"
+    store = TinyDBStore(path)
+    news = NewsRecord(SourceId("x"), "k", "T", None, None, NOW, ("cybercrime",))
+    store.commit(Changes(sources=[record()], enqueue=[row(store, 1)], news=[news]))
+    store.close()
+    again = TinyDBStore(path)
+    assert again.source("feed-1") == record()
+    assert again.source("unknown") == SourceRecord("unknown")
+    [delivery] = again.deliveries()
+    assert delivery.alert == alert(1) and delivery.state == "pending"
+    assert again.recent_news(10) == [news]
+    again.close()
+
+
+def test_quiet_commit_writes_nothing(tmp_path: Path) -> None:
+    path = tmp_path / "state.json"
+    store = TinyDBStore(path)
+    store.commit(Changes(sources=[record()]))
+    before = (path.stat().st_ino, path.stat().st_mtime_ns, store.writes)
+    store.commit(Changes())
+    store.commit(Changes(sources=[record()]))  # the same values again
+    assert (path.stat().st_ino, path.stat().st_mtime_ns, store.writes) == before
+    store.close()
+
+
+def test_outbox_states_and_order(tmp_path: Path) -> None:
+    store = TinyDBStore(tmp_path / "s.json")
+    rows = [row(store, n) for n in range(3)]
+    store.commit(Changes(enqueue=list(reversed(rows))))
+    assert [r.key for r in store.deliveries()] == [r.key for r in rows]
+    store.commit(Changes(enqueue=[rows[0]]))  # enqueueing twice is a no-op
+    assert len(store.deliveries()) == 3
+    store.commit(Changes(deliveries=[
+        DeliveryUpdate(rows[0].key, "sent", NOW),
+        DeliveryUpdate(rows[1].key, "pending", NOW, "HTTP 503", NOW + timedelta(seconds=5), True),
+    ]))
+    pending = store.deliveries()
+    assert [r.key for r in pending] == [rows[1].key, rows[2].key]
+    assert pending[0].attempts == 1 and pending[0].last_error == "HTTP 503"
+    assert store.has_delivery(rows[0].key)
+    [sent] = store.deliveries(("sent",))
+    assert sent.sent_at == NOW
+    store.close()
+
+
+def test_second_process_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "state.json"
+    store = TinyDBStore(path)
+    code = textwrap.dedent(
+        f"""
+        from bot.store.tinydb_store import TinyDBStore
+        from bot.errors import StoreLocked
+        try:
+            TinyDBStore({str(path)!r})
+        except StoreLocked as err:
+            print(err)
+        """
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True)
+    assert "in use" in out.stdout and str(path) in out.stdout
+    assert f"pid {os.getpid()}" in out.stdout
+    store.close()
+    TinyDBStore(path).close()  # released on close
+
+
+def test_lock_in_same_process(tmp_path: Path) -> None:
+    store = TinyDBStore(tmp_path / "s.json")
+    with pytest.raises(StoreLocked):
+        TinyDBStore(tmp_path / "s.json")
+    store.close()
+
+
+@pytest.mark.parametrize(
+    ("content", "reason"),
+    [
+        (b'{"sources": {"1": {"id": "a"}}', "not valid JSON at line 1"),
+        (b'{"sources": {}} trailing', "not valid JSON"),
+        (b"\x00\x00\x00\x00", "not valid JSON"),
+        (b"", "empty"),
+        (b"[1, 2, 3]", "unexpected structure"),
+        (b'{"sources": [1]}', "unexpected structure"),
+        (b'{"meta": {"1": {"schema": 99}}}', "schema 99"),
+    ],
+)
+def test_corrupt_file_is_refused_and_left_alone(tmp_path: Path, content: bytes,
+                                                reason: str) -> None:
+    path = tmp_path / "state.json"
+    path.write_bytes(content)
+    with pytest.raises(StoreCorrupt) as info:
+        TinyDBStore(path)
+    message = str(info.value)
+    assert str(path) in message and reason in message
+    assert ".bak" in message  # says how to recover
+    assert path.read_bytes() == content
+    TinyDBStore(tmp_path / "other.json").close()  # and the lock was released
+
+
+def test_backup_is_made_at_start(tmp_path: Path) -> None:
+    path = tmp_path / "state.json"
+    store = TinyDBStore(path)
+    store.commit(Changes(sources=[record()]))
+    store.close()
+    TinyDBStore(path).close()
+    assert json.loads((tmp_path / "state.json.bak").read_text()) == json.loads(path.read_text())
+
+
+def test_write_error_keeps_previous_state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "state.json"
+    store = TinyDBStore(path)
+    store.commit(Changes(sources=[record(1)]))
+    before = path.read_bytes()
+
+    def full(*args: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "replace", full)
+    with pytest.raises(StoreError, match="disk is full"):
+        store.commit(Changes(sources=[record(2)], enqueue=[row(store, 1)]))
+    assert path.read_bytes() == before
+    assert store.source("feed-2") == SourceRecord("feed-2")  # rolled back in memory too
+    assert store.deliveries() == []
+    assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []
+    monkeypatch.undo()
+    store.commit(Changes(sources=[record(2)], enqueue=[row(store, 1)]))  # retried
+    assert store.source("feed-2") == record(2)
+    assert len(store.deliveries()) == 1
+    store.close()
+
+
+def test_file_size_limit_is_a_real_write_error(tmp_path: Path) -> None:
+    """A real EFBIG from the kernel (a file-size limit stands in for a full disk)."""
+    path = tmp_path / "state.json"
+    code = textwrap.dedent(
+        f"""
+        import resource, signal
+        from pathlib import Path
+        from datetime import UTC, datetime
+        from bot.store.tinydb_store import TinyDBStore
+        from bot.store.base import Changes
+        from bot.domain.model import SourceRecord, FeedState
+        from bot.errors import StoreError
+        now = datetime(2026, 1, 1, tzinfo=UTC)
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        store = TinyDBStore({str(path)!r})
+        store.commit(Changes(sources=[SourceRecord("small")]))
+        size = Path({str(path)!r}).stat().st_size
+        resource.setrlimit(resource.RLIMIT_FSIZE, (size + 2000, size + 2000))
+        big = SourceRecord("big", feed=FeedState(True, {{f"k{{i}}": now for i in range(500)}}))
+        try:
+            store.commit(Changes(sources=[big]))
+        except StoreError as err:
+            print("refused:", err)
+        store.commit(Changes(sources=[SourceRecord("small-2")]))
+        print("after:", sorted(store.sources()))
+        """
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True)
+    assert "refused:" in out.stdout and "disk is full" in out.stdout
+    assert "after: ['small', 'small-2']" in out.stdout
+    data = json.loads(path.read_text())
+    assert sorted(d["id"] for d in data["sources"].values()) == ["small", "small-2"]
+
+
+CRASH_WRITER = textwrap.dedent(
+    """
+    import sys
+    from datetime import UTC, datetime
+    from bot.store.tinydb_store import TinyDBStore
+    from bot.store.base import Changes
+    from bot.domain.model import SourceRecord, FeedState
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    store = TinyDBStore(sys.argv[1])
+    n = len(store.sources())
+    while True:
+        n += 1
+        size = 400 if n % 2 else 5  # grow and shrink the file, the risky case
+        seen = {f"k{i}": now for i in range(size)}
+        store.commit(Changes(sources=[SourceRecord(f"s{n}", feed=FeedState(True, seen)),
+                                      SourceRecord("counter", feed=FeedState(True, seen))]))
+        print(n, flush=True)
+    """
+)
+
+
+def test_sigkill_never_leaves_a_broken_file(tmp_path: Path) -> None:
+    path = tmp_path / "state.json"
+    last = 0
+    for kill in range(12):
+        proc = subprocess.Popen([sys.executable, "-c", CRASH_WRITER, str(path)],
+                                stdout=subprocess.PIPE, text=True)
+        assert proc.stdout is not None
+        acknowledged = 0
+        for _ in range(3 + kill % 5):  # a few commits, then kill mid-way through the next
+            acknowledged = int(proc.stdout.readline())
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        proc.stdout.close()
+        store = TinyDBStore(path)  # always loads
+        ids = store.sources()
+        store.close()
+        assert f"s{acknowledged}" in ids  # every acknowledged commit is on disk
+        assert acknowledged > last
+        last = acknowledged
