@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import random
@@ -36,8 +37,14 @@ from bot.transports.console import ConsoleTransport, Format
 
 log = logging.getLogger(__name__)
 
-PLATFORM_ENV = ("SLACK_BOT_TOKEN", "SLACK_APP_TOKEN", "SLACK_SIGNING_SECRET",
-                "MATRIX_HOMESERVER", "MATRIX_ACCESS_TOKEN", "MATRIX_PASSWORD")
+PLATFORM_ENV = (
+    "SLACK_BOT_TOKEN",
+    "SLACK_APP_TOKEN",
+    "SLACK_SIGNING_SECRET",
+    "MATRIX_HOMESERVER",
+    "MATRIX_ACCESS_TOKEN",
+    "MATRIX_PASSWORD",
+)
 
 
 @dataclass(slots=True)
@@ -131,7 +138,8 @@ class App:
         if present:
             log.warning(
                 "platform credentials are set (%s) but this build posts to the console only; "
-                "alerts are printed here", ", ".join(present)
+                "alerts are printed here",
+                ", ".join(present),
             )
         return {"console": self.console}
 
@@ -146,8 +154,13 @@ class App:
         store, fetcher, _ = self._require()
         record = await store.source(feed.id)
         outcome = await poll_feed(
-            fetcher, feed, record, now or self.clock.now(), self.config.tz,
-            self.config.ops_channels, rule=self._rules.get(feed.id),
+            fetcher,
+            feed,
+            record,
+            now or self.clock.now(),
+            self.config.tz,
+            self.config.ops_channels,
+            rule=self._rules.get(feed.id),
         )
         status = self.status.setdefault(feed.id, SourceStatus())
         status.last_poll = now or self.clock.now()
@@ -155,11 +168,16 @@ class App:
         if outcome.outcome == "ok":
             status.items = outcome.items
         if outcome.error:
-            log.warning("poll failed source=%s outcome=%s error=%s",
-                        feed.id, outcome.outcome, outcome.error)
+            log.warning(
+                "poll failed source=%s outcome=%s error=%s", feed.id, outcome.outcome, outcome.error
+            )
         else:
-            log.debug("polled source=%s outcome=%s alerts=%d", feed.id, outcome.outcome,
-                      len(outcome.alerts))
+            log.debug(
+                "polled source=%s outcome=%s alerts=%d",
+                feed.id,
+                outcome.outcome,
+                len(outcome.alerts),
+            )
         return outcome
 
     async def record(self, outcomes: Sequence[PollOutcome]) -> list[Alert]:
@@ -209,28 +227,33 @@ class App:
         _, _, outbox = self._require()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
-            try:
+            with contextlib.suppress(NotImplementedError, RuntimeError):  # not the main thread
                 loop.add_signal_handler(sig, self.request_stop)
-            except (NotImplementedError, RuntimeError):  # pragma: no cover - not main thread
-                pass
-        log.info("treaty-bot %s running feeds=%d transports=%s storage=%s", __version__,
-                 len(self.config.feeds), ",".join(self.transports), self.config.bot.storage)
+        log.info(
+            "treaty-bot %s running feeds=%d transports=%s storage=%s",
+            __version__,
+            len(self.config.feeds),
+            ",".join(self.transports),
+            self.config.bot.storage,
+        )
         self.supervisor.spawn("delivery", self._delivery_loop())
         for feed in self.config.feeds:
             first = random.uniform(0, min(5.0, feed.every.total_seconds()))
             self.supervisor.spawn(
                 f"poll:{feed.id}",
-                periodic(f"poll:{feed.id}", self.stop_event,
-                         lambda feed=feed: self._poll_job(feed), first_delay=first),
+                periodic(
+                    f"poll:{feed.id}",
+                    self.stop_event,
+                    functools.partial(self._poll_job, feed),
+                    first_delay=first,
+                ),
             )
         self.delivery_kick.set()  # deliver what an earlier run left in the outbox
         await self.stop_event.wait()
         log.info("stopping")
         for sig in (signal.SIGINT, signal.SIGTERM):
-            try:
+            with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.remove_signal_handler(sig)
-            except (NotImplementedError, RuntimeError):  # pragma: no cover
-                pass
         await self.supervisor.stop()
         await outbox.deliver_due()
 
@@ -239,8 +262,7 @@ class App:
         try:
             alerts = await self.record([outcome])
         except Exception:
-            log.exception("could not record a poll; it is repeated next time source=%s",
-                          feed.id)
+            log.exception("could not record a poll; it is repeated next time source=%s", feed.id)
             return timedelta(minutes=1)
         if alerts:
             self.delivery_kick.set()

@@ -43,8 +43,9 @@ def build_parser() -> argparse.ArgumentParser:
         default=os.environ.get("TREATY_BOT_CONFIG", "config"),
         help="configuration directory (default: $TREATY_BOT_CONFIG or ./config)",
     )
-    common.add_argument("--log-level", default="info",
-                        choices=["debug", "info", "warning", "error"])
+    common.add_argument(
+        "--log-level", default="info", choices=["debug", "info", "warning", "error"]
+    )
     common.add_argument("--log-format", default="text", choices=["text", "json"])
 
     parser = argparse.ArgumentParser(
@@ -57,19 +58,32 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     run = sub.add_parser("run", parents=[common], help="run the bot")
-    run.add_argument("--format", choices=["text", "jsonl"], default="text",
-                     help="console output: text, or one JSON object per alert")
+    run.add_argument(
+        "--format",
+        choices=["text", "jsonl"],
+        default="text",
+        help="console output: text, or one JSON object per alert",
+    )
 
-    sub.add_parser("check", parents=[common], help="validate the configuration; exit 1 on any "
-                   "problem")
+    sub.add_parser(
+        "check", parents=[common], help="validate the configuration; exit 1 on any problem"
+    )
 
-    once = sub.add_parser("once", parents=[common],
-                          help="poll every source once, deliver what is due, exit")
+    once = sub.add_parser(
+        "once", parents=[common], help="poll every source once, deliver what is due, exit"
+    )
     once.add_argument("--format", choices=["text", "jsonl"], default="text")
-    once.add_argument("--dry-run", action="store_true",
-                      help="print what would be posted; record and deliver nothing")
-    once.add_argument("--now", type=_instant, metavar="INSTANT",
-                      help="act as if it were this instant (ISO 8601 with offset)")
+    once.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print what would be posted; record and deliver nothing",
+    )
+    once.add_argument(
+        "--now",
+        type=_instant,
+        metavar="INSTANT",
+        help="act as if it were this instant (ISO 8601 with offset)",
+    )
     return parser
 
 
@@ -96,18 +110,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     if config is None:
         return EXIT_PROBLEMS
     if args.command == "check":
-        print(f"{args.config}: OK ({len(config.feeds)} feeds, "
-              f"{len(config.sessions_file.calendars)} calendars, "
-              f"{len(config.sessions_file.sessions)} sessions, "
-              f"{len(config.clauses_file.clauses)} clauses)")
+        print(
+            f"{args.config}: OK ({len(config.feeds)} feeds, "
+            f"{len(config.sessions_file.calendars)} calendars, "
+            f"{len(config.sessions_file.sessions)} sessions, "
+            f"{len(config.clauses_file.clauses)} clauses)"
+        )
         return EXIT_OK
 
     clock: Clock = FixedClock(args.now) if getattr(args, "now", None) else SystemClock()
     try:
         if args.command == "once":
             return asyncio.run(_once(config, clock, args.format, args.dry_run))
-        if args.command == "run":
-            return asyncio.run(_run(config, clock, args.format))
+        return asyncio.run(_run(config, clock, args.format))
     except StoreError as err:
         print(f"treaty-bot: {err}", file=sys.stderr)
         return EXIT_PROBLEMS
@@ -116,13 +131,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_PROBLEMS
     except KeyboardInterrupt:
         return 130
-    parser.error(f"unknown command {args.command}")
-    return EXIT_USAGE
 
 
 async def _once(config: Config, clock: Clock, fmt: str, dry_run: bool) -> int:
-    async with App(config, clock=clock, fmt="jsonl" if fmt == "jsonl" else "text",
-                   dry_run=dry_run) as app:
+    async with App(
+        config, clock=clock, fmt="jsonl" if fmt == "jsonl" else "text", dry_run=dry_run
+    ) as app:
         await app.once()
     return EXIT_OK
 

@@ -30,7 +30,8 @@ RETRY_CAP = timedelta(minutes=30)
 
 def retry_delay(attempts: int) -> timedelta:
     """Exponential backoff with jitter: 5 s, 10 s, 20 s … up to 30 min."""
-    base = min(RETRY_BASE * (2 ** max(attempts - 1, 0)), RETRY_CAP)
+    factor: int = 1 << min(max(attempts - 1, 0), 16)
+    base = min(RETRY_BASE * factor, RETRY_CAP)
     return base * random.uniform(0.8, 1.2)
 
 
@@ -69,22 +70,26 @@ class Outbox:
                     )
                 if not reached and channel not in self.warned_unreachable:
                     self.warned_unreachable.add(channel)
-                    log.warning("channel=%s has no address on any running transport; "
-                                "its alerts are not posted", channel)
+                    log.warning(
+                        "channel=%s has no address on any running transport; "
+                        "its alerts are not posted",
+                        channel,
+                    )
         return rows
 
     async def deliver_due(self) -> DeliveryReport:
         """Send every row that is due; return what happened."""
         async with self._lock:
             now = self.clock.now()
-            rows = [r for r in await self.store.deliveries(("pending", "sending"))
-                    if r.next_try is None or r.next_try <= now]
+            rows = [
+                r
+                for r in await self.store.deliveries(("pending", "sending"))
+                if r.next_try is None or r.next_try <= now
+            ]
             groups: dict[tuple[str, str], list[Delivery]] = {}
             for row in rows:
                 groups.setdefault((row.transport, row.channel), []).append(row)
-            reports = await asyncio.gather(
-                *(self._deliver_group(rows) for rows in groups.values())
-            )
+            reports = await asyncio.gather(*(self._deliver_group(rows) for rows in groups.values()))
             total = DeliveryReport()
             for r in reports:
                 total.sent += r.sent
@@ -109,25 +114,48 @@ class Outbox:
                 await transport.send(row.channel, row.alert, row.key)
             except DeliveryError as err:
                 if err.permanent:
-                    log.error("delivery failed permanently key=%s transport=%s channel=%s "
-                              "error=%s", row.key, row.transport, row.channel, err)
+                    log.error(
+                        "delivery failed permanently key=%s transport=%s channel=%s error=%s",
+                        row.key,
+                        row.transport,
+                        row.channel,
+                        err,
+                    )
                     await self._mark(row, "failed", error=str(err), attempt=True)
                     report.failed += 1
                     continue
                 delay = retry_delay(row.attempts + 1)
-                log.warning("delivery will be retried key=%s transport=%s channel=%s "
-                            "in_seconds=%.0f error=%s", row.key, row.transport, row.channel,
-                            delay.total_seconds(), err)
-                await self._mark(row, "pending", error=str(err), attempt=True,
-                                 next_try=self.clock.now() + delay)
+                log.warning(
+                    "delivery will be retried key=%s transport=%s channel=%s "
+                    "in_seconds=%.0f error=%s",
+                    row.key,
+                    row.transport,
+                    row.channel,
+                    delay.total_seconds(),
+                    err,
+                )
+                await self._mark(
+                    row, "pending", error=str(err), attempt=True, next_try=self.clock.now() + delay
+                )
                 report.retrying += 1
                 break  # keep this channel in order: later rows wait for this one
             await self._mark(row, "sent")
             report.sent += 1
         return report
 
-    async def _mark(self, row: Delivery, state: str, *, error: str | None = None,
-                    attempt: bool = False, next_try: datetime | None = None) -> None:
-        await self.store.commit(Changes(deliveries=[
-            DeliveryUpdate(row.key, state, self.clock.now(), error, next_try, attempt)
-        ]))
+    async def _mark(
+        self,
+        row: Delivery,
+        state: str,
+        *,
+        error: str | None = None,
+        attempt: bool = False,
+        next_try: datetime | None = None,
+    ) -> None:
+        await self.store.commit(
+            Changes(
+                deliveries=[
+                    DeliveryUpdate(row.key, state, self.clock.now(), error, next_try, attempt)
+                ]
+            )
+        )

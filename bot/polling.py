@@ -31,8 +31,15 @@ from bot.sources.http import Fetched, FetchFailed, HttpFetcher, NotModified
 log = logging.getLogger(__name__)
 
 Outcome = Literal[
-    "ok", "not_modified", "unchanged", "http_error", "timeout", "too_large",
-    "connection_error", "parse_error", "skipped",
+    "ok",
+    "not_modified",
+    "unchanged",
+    "http_error",
+    "timeout",
+    "too_large",
+    "connection_error",
+    "parse_error",
+    "skipped",
 ]
 
 
@@ -60,8 +67,9 @@ def feed_rule(feed: FeedConfig) -> FeedRule:
 
 
 def health_rule(feed: FeedConfig, ops: tuple[str, ...]) -> HealthRule:
-    return HealthRule(feed.id, feed.name, "feed", feed.failures_before_alert,
-                      tuple(ChannelName(c) for c in ops))
+    return HealthRule(
+        feed.id, feed.name, "feed", feed.failures_before_alert, tuple(ChannelName(c) for c in ops)
+    )
 
 
 async def poll_feed(
@@ -84,26 +92,42 @@ async def poll_feed(
     if isinstance(result, FetchFailed):
         not_before = now + result.retry_after if result.retry_after else None
         h = plan_health(hrule, record.health, result.reason, now, not_before=not_before)
-        return PollOutcome(feed.id, replace(record, health=h.health), h.alerts, (), True,
-                           result.kind, result.reason)
+        return PollOutcome(
+            feed.id,
+            replace(record, health=h.health),
+            h.alerts,
+            (),
+            True,
+            result.kind,
+            result.reason,
+        )
 
     if isinstance(result, NotModified):
         h = plan_health(hrule, record.health, None, now)
-        return PollOutcome(feed.id, replace(record, health=h.health), h.alerts, (), h.changed,
-                           "not_modified")
+        return PollOutcome(
+            feed.id, replace(record, health=h.health), h.alerts, (), h.changed, "not_modified"
+        )
 
     assert isinstance(result, Fetched)
     body_hash = hashlib.sha256(result.body).hexdigest()
     if body_hash == record.validators.body_hash and record.feed.initialized:
         h = plan_health(hrule, record.health, None, now)
-        return PollOutcome(feed.id, replace(record, health=h.health), h.alerts, (), h.changed,
-                           "unchanged")
+        return PollOutcome(
+            feed.id, replace(record, health=h.health), h.alerts, (), h.changed, "unchanged"
+        )
 
     parsed = await asyncio.to_thread(parse_feed, result.body, result.content_type)
     if isinstance(parsed, ParseFailed):
         h = plan_health(hrule, record.health, parsed.reason, now)
-        return PollOutcome(feed.id, replace(record, health=h.health), h.alerts, (), True,
-                           "parse_error", parsed.reason)
+        return PollOutcome(
+            feed.id,
+            replace(record, health=h.health),
+            h.alerts,
+            (),
+            True,
+            "parse_error",
+            parsed.reason,
+        )
     if parsed.warning:
         log.info("feed parsed with a warning source=%s warning=%s", feed.id, parsed.warning)
 
@@ -112,5 +136,13 @@ async def poll_feed(
     validators = Validators(result.etag, result.last_modified, body_hash)
     new_record = SourceRecord(feed.id, validators, plan.state, h.health)
     changed = plan.changed or h.changed or validators != record.validators
-    return PollOutcome(feed.id, new_record, plan.alerts + h.alerts, plan.news, changed, "ok",
-                       None, len(parsed.items))
+    return PollOutcome(
+        feed.id,
+        new_record,
+        plan.alerts + h.alerts,
+        plan.news,
+        changed,
+        "ok",
+        None,
+        len(parsed.items),
+    )

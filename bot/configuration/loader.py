@@ -203,10 +203,9 @@ def _clean_loc(doc: _Document, loc: Sequence[Any]) -> list[str | int]:
     out: list[str | int] = []
     node: Any = doc.tree
     for part in loc:
-        if isinstance(node, Mapping) and part in node:
-            out.append(part)
-            node = node[part]
-        elif isinstance(node, list) and isinstance(part, int) and part < len(node):
+        if (isinstance(node, Mapping) and part in node) or (
+            isinstance(node, list) and isinstance(part, int) and part < len(node)
+        ):
             out.append(part)
             node = node[part]
         elif isinstance(node, Mapping) and isinstance(part, str) and not _looks_like_type(part):
@@ -241,8 +240,9 @@ def _cross_check(
 
     def channel_refs() -> Iterator[tuple[str, list[str | int], Any]]:
         reminders = raw("bot.yaml", "reminders", "channels")
-        if reminders is None and (items("sessions.yaml", "sessions")
-                                  or items("sessions.yaml", "calendars")):
+        if reminders is None and (
+            items("sessions.yaml", "sessions") or items("sessions.yaml", "calendars")
+        ):
             reminders = ["alerts"]  # the default applies: it must exist too
         yield "bot.yaml", ["reminders", "channels"], reminders
         defaults = raw("feeds.yaml", "defaults", "channels")
@@ -251,8 +251,11 @@ def _cross_check(
         ):
             defaults = ["alerts"]
         yield "feeds.yaml", ["defaults", "channels"], defaults
-        for file, section in (("feeds.yaml", "feeds"), ("sessions.yaml", "calendars"),
-                              ("sessions.yaml", "sessions")):
+        for file, section in (
+            ("feeds.yaml", "feeds"),
+            ("sessions.yaml", "calendars"),
+            ("sessions.yaml", "sessions"),
+        ):
             for i, _ in enumerate(items(file, section)):
                 yield file, [section, i, "channels"], raw(file, section, i, "channels")
 
@@ -282,13 +285,17 @@ def _cross_check(
             if ident in seen:
                 loc: list[str | int] = [section, i, "id"]
                 problems.append(
-                    Problem(file, docs[file].line_of(loc), _dotted(loc),
-                            f"duplicate id {ident!r} (already used in {seen[ident]})")
+                    Problem(
+                        file,
+                        docs[file].line_of(loc),
+                        _dotted(loc),
+                        f"duplicate id {ident!r} (already used in {seen[ident]})",
+                    )
                 )
             else:
                 seen[ident] = f"{file} {section}"
 
-    def ids(file: str, section: str) -> list[str]:
+    def ids(file: str, section: str) -> list[Any]:
         return [e.get("id") if isinstance(e, Mapping) else None for e in items(file, section)]
 
     source_ids: dict[str, str] = {}
@@ -310,8 +317,12 @@ def _cross_check(
                     when, _ = parse_when(value, stz)
                 except ValueError as err:
                     problems.append(
-                        Problem("sessions.yaml", docs["sessions.yaml"].line_of(loc),
-                                _dotted(loc), str(err))
+                        Problem(
+                            "sessions.yaml",
+                            docs["sessions.yaml"].line_of(loc),
+                            _dotted(loc),
+                            str(err),
+                        )
                     )
                     continue
                 if key == "start":
@@ -321,8 +332,12 @@ def _cross_check(
             if start is not None and end is not None and end < start:
                 loc = ["sessions", i, "end"]
                 problems.append(
-                    Problem("sessions.yaml", docs["sessions.yaml"].line_of(loc), _dotted(loc),
-                            "end is before start")
+                    Problem(
+                        "sessions.yaml",
+                        docs["sessions.yaml"].line_of(loc),
+                        _dotted(loc),
+                        "end is before start",
+                    )
                 )
     return problems
 
@@ -367,8 +382,9 @@ def load_config(directory: str | os.PathLike[str]) -> Config:
     assert clauses is None or isinstance(clauses, ClausesFile)
     problems.extend(_cross_check(docs, bot, feeds, sessions, clauses))
     if problems or bot is None or feeds is None or sessions is None or clauses is None:
-        problems.sort(key=lambda p: (list(FILES).index(p.file) if p.file in FILES else 9,
-                                     p.line or 0))
+        problems.sort(
+            key=lambda p: (list(FILES).index(p.file) if p.file in FILES else 9, p.line or 0)
+        )
         raise ConfigError(problems)
     return Config(
         directory=str(root),

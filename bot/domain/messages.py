@@ -35,9 +35,7 @@ def news_batch_title(source_name: str, count: int) -> str:
 
 def news_batch_body(source_name: str, items: Sequence[FeedItem]) -> Rich:
     shown = list(items)[-5:]
-    entries = tuple(
-        (link(shorten(i.title, 120) or "(untitled)", i.link),) for i in reversed(shown)
-    )
+    entries = tuple((link(shorten(i.title, 120) or "(untitled)", i.link),) for i in reversed(shown))
     return (
         para(
             bold(source_name),
@@ -68,7 +66,9 @@ def health_failing_body(
     return (
         para(bold(f"{_what(kind)} {name} ({source}) is failing"), f": {failures} polls in a row."),
         para("Cause: ", Span(error, "code")),
-        para(since, " The bot keeps retrying with growing intervals and will say when it recovers."),
+        para(
+            since, " The bot keeps retrying with growing intervals and will say when it recovers."
+        ),
     )
 
 

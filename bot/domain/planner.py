@@ -172,8 +172,9 @@ def plan_health(
     """
     if error is None:
         recovered = health.alerted
-        new = SourceHealth(last_success=now, last_error=health.last_error,
-                           last_error_at=health.last_error_at)
+        new = SourceHealth(
+            last_success=now, last_error=health.last_error, last_error_at=health.last_error_at
+        )
         alerts: tuple[Alert, ...] = ()
         if recovered and rule.channels:
             since = health.failing_since or now
@@ -231,4 +232,5 @@ def next_poll_delay(every: timedelta, failures: int, cap: timedelta) -> timedelt
     """The wait before the next poll: ``every``, doubled per consecutive failure up to ``cap``."""
     if failures <= 0:
         return every
-    return min(every * (2 ** min(failures - 1, 16)), max(cap, every))
+    factor: int = 1 << min(failures - 1, 16)
+    return min(every * factor, max(cap, every))

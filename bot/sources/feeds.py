@@ -92,7 +92,8 @@ def _when(entry: Any) -> datetime | None:
         parsed = entry.get(key)
         if parsed:
             try:
-                return datetime(*parsed[:6], tzinfo=UTC)
+                year, month, day, hour, minute, second = (int(v) for v in parsed[:6])
+                return datetime(year, month, day, hour, minute, second, tzinfo=UTC)
             except (TypeError, ValueError):
                 continue
     return None
@@ -202,5 +203,5 @@ def _parse_json_feed(body: bytes) -> ParsedFeed | ParseFailed:
             FeedItem(item_key(guid_text, link, title, date_text), title, link,
                      _clean(summary), published)
         )
-    title = doc.get("title")
-    return ParsedFeed(str(title) if title else None, tuple(items))
+    feed_title = doc.get("title")
+    return ParsedFeed(str(feed_title) if feed_title else None, tuple(items))

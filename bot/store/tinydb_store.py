@@ -57,15 +57,16 @@ def _decode(path: Path, raw: bytes) -> dict[str, Any]:
             resource=str(path),
         ) from None
     if not isinstance(data, dict) or not all(
-        isinstance(t, dict) and all(isinstance(d, dict) for d in t.values())
-        for t in data.values()
+        isinstance(t, dict) and all(isinstance(d, dict) for d in t.values()) for t in data.values()
     ):
-        raise StoreCorrupt(f"not a treaty-bot state file (unexpected structure). {hint}",
-                           resource=str(path))
+        raise StoreCorrupt(
+            f"not a treaty-bot state file (unexpected structure). {hint}", resource=str(path)
+        )
     meta = data.get("meta", {}).get("1", {})
     if data and meta.get("schema", SCHEMA) != SCHEMA:
-        raise StoreCorrupt(f"written by another version (schema {meta.get('schema')}). {hint}",
-                           resource=str(path))
+        raise StoreCorrupt(
+            f"written by another version (schema {meta.get('schema')}). {hint}", resource=str(path)
+        )
     return data
 
 
@@ -90,7 +91,7 @@ def write_atomically(path: Path, payload: bytes) -> None:
         os.close(dir_fd)
 
 
-class AtomicJSONStorage(Storage):  # type: ignore[misc]
+class AtomicJSONStorage(Storage):
     """A TinyDB storage holding the data in memory and writing it atomically on ``flush``.
 
     Writes made inside ``batch()`` are flushed once at its end; a write error rolls the
@@ -141,10 +142,14 @@ class AtomicJSONStorage(Storage):  # type: ignore[misc]
             write_atomically(self.path, text.encode())
         except OSError as err:
             self._rollback()
-            reason = "the disk is full" if err.errno in (errno.ENOSPC, errno.EFBIG) else (
-                err.strerror or str(err))
-            raise StoreError(f"cannot write: {reason}; the previous state is kept",
-                             resource=str(self.path)) from err
+            reason = (
+                "the disk is full"
+                if err.errno in (errno.ENOSPC, errno.EFBIG)
+                else (err.strerror or str(err))
+            )
+            raise StoreError(
+                f"cannot write: {reason}; the previous state is kept", resource=str(self.path)
+            ) from err
         self._on_disk = text
         self.writes += 1
 
@@ -189,7 +194,7 @@ class TinyDBStore:
         fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as err:
+        except OSError:
             holder = os.read(fd, 32).decode(errors="replace").strip() or "unknown"
             os.close(fd)
             raise StoreLocked(
@@ -247,8 +252,9 @@ class TinyDBStore:
         return self._seq
 
     def deliveries(self, states: Sequence[str] = ("pending", "sending")) -> list[Delivery]:
-        rows = [codec.delivery_from_json(dict(d)) for d in self._outbox.all()
-                if d["state"] in states]
+        rows = [
+            codec.delivery_from_json(dict(d)) for d in self._outbox.all() if d["state"] in states
+        ]
         rows.sort(key=lambda r: r.seq)
         return rows
 
@@ -297,13 +303,16 @@ class TinyDBStore:
             doc_id = self._outbox_ids.get(update.key)
             if doc_id is None:
                 continue
-            fields: dict[str, Any] = {"state": update.state, "last_error": update.error,
-                                      "next_try": codec.ts(update.next_try)}
+            fields: dict[str, Any] = {
+                "state": update.state,
+                "last_error": update.error,
+                "next_try": codec.ts(update.next_try),
+            }
             if update.state == "sent":
                 fields["sent_at"] = codec.ts(update.at)
             if update.count_attempt:
-                doc = self._outbox.get(doc_id=doc_id)
-                fields["attempts"] = int(doc["attempts"]) + 1 if doc else 1
+                current = self._outbox.get(doc_id=doc_id)
+                fields["attempts"] = int(current["attempts"]) + 1 if current else 1
             self._outbox.update(fields, doc_ids=[doc_id])
         if changes.news:
             self._news.insert_multiple([codec.news_to_json(n) for n in changes.news])
@@ -320,8 +329,11 @@ class TinyDBStore:
 
     def _prune_sent(self, now: datetime) -> None:
         cutoff = (now.astimezone(UTC) - SENT_KEPT).isoformat()
-        old = [d for d in self._outbox.all()
-               if d["state"] == "sent" and (d.get("sent_at") or "") < cutoff]
+        old = [
+            d
+            for d in self._outbox.all()
+            if d["state"] == "sent" and (d.get("sent_at") or "") < cutoff
+        ]
         if old:
             self._outbox.remove(doc_ids=[d.doc_id for d in old])
             for d in old:

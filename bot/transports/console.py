@@ -42,8 +42,10 @@ def alert_json(alert: Alert, channel: str) -> str:
 def alert_text(alert: Alert, channel: str, tz: ZoneInfo) -> str:
     head = f"── {alert.kind} → #{channel} · {format_local(alert.at, tz)}"
     body = render_plain(alert.body) if alert.body else alert.text
-    return terminal_safe(head) + "\n" + "\n".join(
-        "  " + terminal_safe(line) for line in body.splitlines()
+    return (
+        terminal_safe(head)
+        + "\n"
+        + "\n".join("  " + terminal_safe(line) for line in body.splitlines())
     )
 
 
@@ -53,8 +55,9 @@ class ConsoleTransport:
     name = "console"
     capabilities = Capabilities(max_text=100_000, rich=False)
 
-    def __init__(self, *, fmt: Format = "text", tz: ZoneInfo | None = None,
-                 stream: TextIO | None = None) -> None:
+    def __init__(
+        self, *, fmt: Format = "text", tz: ZoneInfo | None = None, stream: TextIO | None = None
+    ) -> None:
         self.fmt = fmt
         self.tz = tz or ZoneInfo("UTC")
         self._stream = stream

@@ -49,7 +49,11 @@ def test_feed_defaults_are_applied(config_dir: ConfigFactory) -> None:
     )
     a, b = config.feeds
     assert (a.every, a.match, a.backfill, a.channels) == (
-        timedelta(minutes=30), ("cybercrime",), 2, ("alerts",))
+        timedelta(minutes=30),
+        ("cybercrime",),
+        2,
+        ("alerts",),
+    )
     assert (b.every, b.match) == (timedelta(hours=2), ())
     assert a.name == "a"
 
@@ -126,8 +130,15 @@ def test_unknown_time_zone(config_dir: ConfigFactory) -> None:
 
 
 @pytest.mark.parametrize(
-    "url", ["ftp://example.org/feed", "feeds.xml", "/etc/passwd", "file:///etc/passwd",
-            "http://user:secret@example.org/x", "https://"]
+    "url",
+    [
+        "ftp://example.org/feed",
+        "feeds.xml",
+        "/etc/passwd",
+        "file:///etc/passwd",
+        "http://user:secret@example.org/x",
+        "https://",
+    ],
 )
 def test_bad_feed_url(config_dir: ConfigFactory, url: str) -> None:
     p = only(config_dir(feeds=f"feeds:\n  - id: a\n    url: {url!r}\n"))
@@ -215,7 +226,9 @@ def test_bad_channel_addresses(config_dir: ConfigFactory) -> None:
         config_dir(bot="channels:\n  alerts: {slack: '#general', matrix: 'room'}\n  ops: {}\n")
     )
     assert [(p.line, p.path) for p in found] == [
-        (2, "channels.alerts.slack"), (2, "channels.alerts.matrix")]
+        (2, "channels.alerts.slack"),
+        (2, "channels.alerts.matrix"),
+    ]
 
 
 def test_python_tags_are_refused(config_dir: ConfigFactory) -> None:

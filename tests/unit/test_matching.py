@@ -41,8 +41,15 @@ def test_special_characters_in_words_are_literal() -> None:
 
 @pytest.mark.parametrize(
     ("text", "seconds"),
-    [("30s", 30), ("15m", 900), ("2h", 7200), ("7d", 604800), ("1h30m", 5400), ("0m", 0),
-     ("1w", 604800)],
+    [
+        ("30s", 30),
+        ("15m", 900),
+        ("2h", 7200),
+        ("7d", 604800),
+        ("1h30m", 5400),
+        ("0m", 0),
+        ("1w", 604800),
+    ],
 )
 def test_durations(text: str, seconds: int) -> None:
     assert parse_duration(text).total_seconds() == seconds

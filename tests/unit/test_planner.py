@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -32,8 +33,9 @@ def rule(**kw: object) -> FeedRule:
 
 
 def item(n: int, title: str = "cybercrime news", hours: int = 0) -> FeedItem:
-    return FeedItem(f"id-{n}", f"{title} {n}", f"https://e.org/{n}", "summary",
-                    NOW - timedelta(hours=hours))
+    return FeedItem(
+        f"id-{n}", f"{title} {n}", f"https://e.org/{n}", "summary", NOW - timedelta(hours=hours)
+    )
 
 
 def test_first_poll_announces_nothing_but_remembers_everything() -> None:
@@ -144,4 +146,4 @@ def test_backoff_grows_to_a_cap() -> None:
     delays = [next_poll_delay(every, n, cap) for n in range(0, 8)]
     assert delays[0] == every and delays[1] == every and delays[2] == 2 * every
     assert delays[-1] == cap
-    assert all(a <= b for a, b in zip(delays, delays[1:], strict=False))
+    assert all(a <= b for a, b in itertools.pairwise(delays))

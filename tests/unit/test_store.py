@@ -43,13 +43,23 @@ def record(n: int = 1, seen: int = 3) -> SourceRecord:
 
 
 def alert(n: int) -> Alert:
-    return Alert("news", AlertId(f"news:x:{n}"), (ChannelName("alerts"),), "x", f"T{n}",
-                 f"https://e.org/{n}", f"text {n}", NOW, (para("hello"),))
+    return Alert(
+        "news",
+        AlertId(f"news:x:{n}"),
+        (ChannelName("alerts"),),
+        "x",
+        f"T{n}",
+        f"https://e.org/{n}",
+        f"text {n}",
+        NOW,
+        (para("hello"),),
+    )
 
 
 def row(store: TinyDBStore, n: int) -> Delivery:
-    return Delivery(f"news:x:{n}|alerts|console", store.next_seq(), alert(n),
-                    ChannelName("alerts"), "console")
+    return Delivery(
+        f"news:x:{n}|alerts|console", store.next_seq(), alert(n), ChannelName("alerts"), "console"
+    )
 
 
 def test_round_trip(tmp_path: Path) -> None:
@@ -85,10 +95,16 @@ def test_outbox_states_and_order(tmp_path: Path) -> None:
     assert [r.key for r in store.deliveries()] == [r.key for r in rows]
     store.commit(Changes(enqueue=[rows[0]]))  # enqueueing twice is a no-op
     assert len(store.deliveries()) == 3
-    store.commit(Changes(deliveries=[
-        DeliveryUpdate(rows[0].key, "sent", NOW),
-        DeliveryUpdate(rows[1].key, "pending", NOW, "HTTP 503", NOW + timedelta(seconds=5), True),
-    ]))
+    store.commit(
+        Changes(
+            deliveries=[
+                DeliveryUpdate(rows[0].key, "sent", NOW),
+                DeliveryUpdate(
+                    rows[1].key, "pending", NOW, "HTTP 503", NOW + timedelta(seconds=5), True
+                ),
+            ]
+        )
+    )
     pending = store.deliveries()
     assert [r.key for r in pending] == [rows[1].key, rows[2].key]
     assert pending[0].attempts == 1 and pending[0].last_error == "HTTP 503"
@@ -111,8 +127,7 @@ def test_second_process_is_refused(tmp_path: Path) -> None:
             print(err)
         """
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert "in use" in out.stdout and str(path) in out.stdout
     assert f"pid {os.getpid()}" in out.stdout
     store.close()
@@ -138,8 +153,9 @@ def test_lock_in_same_process(tmp_path: Path) -> None:
         (b'{"meta": {"1": {"schema": 99}}}', "schema 99"),
     ],
 )
-def test_corrupt_file_is_refused_and_left_alone(tmp_path: Path, content: bytes,
-                                                reason: str) -> None:
+def test_corrupt_file_is_refused_and_left_alone(
+    tmp_path: Path, content: bytes, reason: str
+) -> None:
     path = tmp_path / "state.json"
     path.write_bytes(content)
     with pytest.raises(StoreCorrupt) as info:
@@ -210,8 +226,7 @@ def test_file_size_limit_is_a_real_write_error(tmp_path: Path) -> None:
         print("after:", sorted(store.sources()))
         """
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert "refused:" in out.stdout and "disk is full" in out.stdout
     assert "after: ['small', 'small-2']" in out.stdout
     data = json.loads(path.read_text())
@@ -243,8 +258,9 @@ def test_sigkill_never_leaves_a_broken_file(tmp_path: Path) -> None:
     path = tmp_path / "state.json"
     last = 0
     for kill in range(12):
-        proc = subprocess.Popen([sys.executable, "-c", CRASH_WRITER, str(path)],
-                                stdout=subprocess.PIPE, text=True)
+        proc = subprocess.Popen(
+            [sys.executable, "-c", CRASH_WRITER, str(path)], stdout=subprocess.PIPE, text=True
+        )
         assert proc.stdout is not None
         acknowledged = 0
         for _ in range(3 + kill % 5):  # a few commits, then kill mid-way through the next
