@@ -1,0 +1,282 @@
+"""`treaty-bot` through a subprocess, against feeds served over loopback HTTP."""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+from collections.abc import Iterator
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO
+
+SPEC_KEYS = {"kind", "id", "channel", "source", "title", "url", "text", "at"}
+
+
+class _QuietHandler(SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def www(tmp_path: Path) -> Iterator[tuple[Path, str]]:
+    """A static HTTP server on loopback serving a directory (with Last-Modified/304)."""
+    root = tmp_path / "www"
+    root.mkdir()
+    handler = functools.partial(_QuietHandler, directory=str(root))
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield root, f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+    thread.join()
+
+
+def rss(*items: tuple[str, str]) -> str:
+    body = "".join(
+        f"<item><guid>{guid}</guid><title>{title}</title><link>https://e.org/{guid}</link>"
+        f"<description>About {title}</description>"
+        f"<pubDate>Mon, 02 Mar 2026 10:00:00 GMT</pubDate></item>"
+        for guid, title in items
+    )
+    return (
+        f'<?xml version="1.0"?><rss version="2.0"><channel><title>T</title>{body}</channel></rss>'
+    )
+
+
+def write_config(directory: Path, base: str, state: Path, **extra: str) -> Path:
+    directory.mkdir(exist_ok=True)
+    (directory / "bot.yaml").write_text(
+        textwrap.dedent(
+            f"""
+            timezone: Europe/Vienna
+            storage: {state}
+            channels:
+              alerts: {{}}
+              ops: {{}}
+            """
+        )
+    )
+    (directory / "feeds.yaml").write_text(
+        textwrap.dedent(
+            f"""
+            defaults: {{every: 15m, channels: [alerts], match: [cybercrime]}}
+            feeds:
+              - {{id: news, name: News Site, url: "{base}/news.xml"}}
+              - {{id: other, name: Other Site, url: "{base}/other.xml", match: []}}
+            """
+        )
+        + extra.get("feeds_extra", "")
+    )
+    return directory
+
+
+def cli(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    full_env = {
+        k: v for k, v in os.environ.items() if not k.startswith(("SLACK_", "MATRIX_", "TREATY_BOT"))
+    }
+    full_env.update(env or {})
+    return subprocess.run(
+        [sys.executable, "-m", "bot", *args],
+        capture_output=True,
+        text=True,
+        env=full_env,
+        timeout=timeout,
+        cwd=REPO,
+    )
+
+
+def lines(out: str) -> list[dict[str, object]]:
+    return [json.loads(line) for line in out.splitlines() if line.strip()]
+
+
+def test_version() -> None:
+    out = cli("--version")
+    assert out.returncode == 0 and out.stdout.startswith("treaty-bot ")
+
+
+def test_check_shipped_config() -> None:
+    out = cli("check", "--config", str(REPO / "config"))
+    assert out.returncode == 0, out.stderr
+    assert "OK" in out.stdout
+
+
+def test_check_reports_problems_with_file_and_line(tmp_path: Path) -> None:
+    config = tmp_path / "cfg"
+    config.mkdir()
+    (config / "bot.yaml").write_text("timezone: Europe/Vienn\nchannels: {alerts: {}}\n")
+    (config / "feeds.yaml").write_text(
+        "feeds:\n  - id: a\n    url: https://e.org/x\n    evry: 5m\n"
+    )
+    out = cli("check", "--config", str(config))
+    assert out.returncode == 1
+    assert f"{config}/bot.yaml:1: timezone: unknown time zone" in out.stderr
+    assert f"{config}/feeds.yaml:4: feeds[0].evry: unknown key 'evry'" in out.stderr
+    assert "2 problem(s)" in out.stderr
+
+
+def test_config_from_environment(tmp_path: Path) -> None:
+    config = tmp_path / "cfg"
+    config.mkdir()
+    (config / "bot.yaml").write_text("timezone: UTC\n")
+    out = cli("check", env={"TREATY_BOT_CONFIG": str(config)})
+    assert out.returncode == 0 and str(config) in out.stdout
+
+
+def test_once_posts_each_new_matching_item_exactly_once(
+    tmp_path: Path, www: tuple[Path, str]
+) -> None:
+    root, base = www
+    state = tmp_path / "state.json"
+    config = write_config(tmp_path / "cfg", base, state)
+    (root / "news.xml").write_text(rss(("1", "Cybercrime treaty signed"), ("2", "Weather")))
+    (root / "other.xml").write_text(rss(("a", "Anything")))
+
+    first = cli("once", "--config", str(config), "--format", "jsonl")
+    assert first.returncode == 0, first.stderr
+    assert first.stdout == ""  # the first poll only remembers what exists
+
+    (root / "news.xml").write_text(
+        rss(
+            ("3", "New cybercrime convention text"),
+            ("4", "Sports"),
+            ("1", "Cybercrime treaty signed"),
+            ("2", "Weather"),
+        )
+    )
+    (root / "other.xml").write_text(rss(("b", "Second"), ("a", "Anything, edited title")))
+    second = cli("once", "--config", str(config), "--format", "jsonl")
+    assert second.returncode == 0, second.stderr
+    alerts = lines(second.stdout)
+    assert [(a["source"], a["title"]) for a in alerts] == [
+        ("news", "New cybercrime convention text"),
+        ("other", "Second"),
+    ]
+    for a in alerts:
+        assert set(a) == SPEC_KEYS
+        assert a["kind"] == "news" and a["channel"] == "alerts"
+        assert str(a["at"]).endswith("Z")
+    news = next(a for a in alerts if a["source"] == "news")
+    assert news["url"] == "https://e.org/3"
+    assert "matched: cybercrime" in str(news["text"])
+
+    third = cli("once", "--config", str(config), "--format", "jsonl")
+    assert third.returncode == 0 and third.stdout == ""
+
+
+def test_dry_run_previews_without_recording(tmp_path: Path, www: tuple[Path, str]) -> None:
+    root, base = www
+    state = tmp_path / "state.json"
+    config = write_config(
+        tmp_path / "cfg",
+        base,
+        state,
+        feeds_extra='  - {id: back, url: "%s/news.xml", backfill: 1}\n' % base,
+    )
+    (root / "news.xml").write_text(rss(("1", "Cybercrime treaty signed")))
+    (root / "other.xml").write_text(rss(("a", "Anything")))
+    preview = cli(
+        "once",
+        "--config",
+        str(config),
+        "--format",
+        "jsonl",
+        "--dry-run",
+        "--now",
+        "2026-03-01T09:00Z",
+    )
+    assert preview.returncode == 0, preview.stderr
+    [alert] = lines(preview.stdout)
+    assert alert["source"] == "back" and alert["at"] == "2026-03-01T09:00:00Z"
+    assert not state.exists()
+    real = cli("once", "--config", str(config), "--format", "jsonl")
+    assert [a["id"] for a in lines(real.stdout)] == [alert["id"]]
+    again = cli("once", "--config", str(config), "--format", "jsonl", "--dry-run")
+    assert again.stdout == ""
+
+
+def test_bad_now_is_a_usage_error() -> None:
+    out = cli("once", "--now", "tomorrow")
+    assert out.returncode == 2 and "ISO 8601" in out.stderr
+
+
+def test_failing_feed_alerts_ops_once(tmp_path: Path, www: tuple[Path, str]) -> None:
+    root, base = www
+    state = tmp_path / "state.json"
+    config = write_config(tmp_path / "cfg", base, state)
+    (root / "other.xml").write_text(rss(("a", "Anything")))
+    seen = []
+    for _ in range(5):
+        out = cli("once", "--config", str(config), "--format", "jsonl")
+        assert out.returncode == 0
+        seen += lines(out.stdout)
+        assert "poll failed source=news" in out.stderr
+    [health] = seen
+    assert health["kind"] == "source-health" and health["channel"] == "ops"
+    assert "HTTP 404" in str(health["text"]) and health["source"] == "news"
+    (root / "news.xml").write_text(rss(("1", "Cybercrime")))
+    recovered = lines(cli("once", "--config", str(config), "--format", "jsonl").stdout)
+    assert [(a["kind"], a["source"]) for a in recovered] == [("source-health", "news")]
+    assert "recovered" in str(recovered[0]["title"])
+
+
+def test_corrupt_state_is_refused(tmp_path: Path, www: tuple[Path, str]) -> None:
+    _, base = www
+    state = tmp_path / "state.json"
+    state.write_text('{"sources": {"1": ')
+    config = write_config(tmp_path / "cfg", base, state)
+    out = cli("once", "--config", str(config))
+    assert out.returncode == 1
+    assert str(state) in out.stderr and "not valid JSON" in out.stderr
+    assert state.read_text() == '{"sources": {"1": '
+
+
+def test_run_posts_stops_cleanly_and_holds_the_lock(tmp_path: Path, www: tuple[Path, str]) -> None:
+    root, base = www
+    state = tmp_path / "state.json"
+    config = write_config(
+        tmp_path / "cfg",
+        base,
+        state,
+        feeds_extra='  - {id: back, url: "%s/news.xml", backfill: 1}\n' % base,
+    )
+    (root / "news.xml").write_text(rss(("1", "Cybercrime treaty signed")))
+    (root / "other.xml").write_text(rss(("a", "Anything")))
+    secret = "xoxb-very-secret-token-1234"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SLACK_", "MATRIX_"))}
+    env["SLACK_BOT_TOKEN"] = secret
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bot", "run", "--config", str(config), "--format", "jsonl"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        cwd=REPO,
+    )
+    try:
+        assert proc.stdout is not None
+        alert = json.loads(proc.stdout.readline())  # waits for the backfilled alert
+        assert alert["source"] == "back" and alert["title"] == "Cybercrime treaty signed"
+        second = cli("once", "--config", str(config))
+        assert second.returncode == 1 and "in use" in second.stderr
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0, err
+    assert "stopping" in err
+    assert secret not in err and secret not in out
+    assert "SLACK_BOT_TOKEN" in err  # it says which credential it saw, not its value
