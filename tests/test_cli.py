@@ -182,7 +182,7 @@ def test_dry_run_previews_without_recording(tmp_path: Path, www: tuple[Path, str
         tmp_path / "cfg",
         base,
         state,
-        feeds_extra='  - {id: back, url: "%s/news.xml", backfill: 1}\n' % base,
+        feeds_extra=f'  - {{id: back, url: "{base}/news.xml", backfill: 1}}\n',
     )
     (root / "news.xml").write_text(rss(("1", "Cybercrime treaty signed")))
     (root / "other.xml").write_text(rss(("a", "Anything")))
@@ -249,7 +249,7 @@ def test_run_posts_stops_cleanly_and_holds_the_lock(tmp_path: Path, www: tuple[P
         tmp_path / "cfg",
         base,
         state,
-        feeds_extra='  - {id: back, url: "%s/news.xml", backfill: 1}\n' % base,
+        feeds_extra=f'  - {{id: back, url: "{base}/news.xml", backfill: 1}}\n',
     )
     (root / "news.xml").write_text(rss(("1", "Cybercrime treaty signed")))
     (root / "other.xml").write_text(rss(("a", "Anything")))
