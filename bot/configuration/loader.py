@@ -251,6 +251,10 @@ def _cross_check(
         ):
             defaults = ["alerts"]
         yield "feeds.yaml", ["defaults", "channels"], defaults
+        clause_channels = raw("clauses.yaml", "channels")
+        if clause_channels is None and items("clauses.yaml", "clauses"):
+            clause_channels = ["alerts"]
+        yield "clauses.yaml", ["channels"], clause_channels
         for file, section in (
             ("feeds.yaml", "feeds"),
             ("sessions.yaml", "calendars"),

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import date, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -16,6 +16,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 
 from bot.domain.durations import parse_duration
+from bot.domain.model import ChannelName, Clause, SessionEvent
 from bot.domain.matching import compile_term, is_regex
 
 MIN_INTERVAL = timedelta(minutes=1)
@@ -248,6 +249,7 @@ class ClauseEntry(Strict):
 
 
 class ClausesFile(Strict):
+    channels: list[ChannelRef] = Field(default_factory=lambda: ["alerts"])
     clauses: list[ClauseEntry] = Field(default_factory=list)
 
 
@@ -305,6 +307,67 @@ class Config:
     @property
     def ops_channels(self) -> tuple[str, ...]:
         return ("ops",) if "ops" in self.bot.channels else ()
+
+    @property
+    def reminder_channels(self) -> tuple[ChannelName, ...]:
+        return tuple(ChannelName(c) for c in self.bot.reminders.channels)
+
+    def sessions(self) -> tuple[SessionEvent, ...]:
+        """The hand-written sessions of sessions.yaml as domain events (aware UTC)."""
+        return resolve_sessions(self.sessions_file, self.tz, self.reminder_channels)
+
+    def clauses(self) -> tuple[Clause, ...]:
+        return tuple(
+            Clause(
+                id=c.id,
+                article=str(c.article),
+                title=c.title,
+                status=c.status,
+                summary=" ".join(c.summary.split()),
+                concerns=tuple(c.concerns),
+                links=tuple(c.links),
+                updated=c.updated,
+            )
+            for c in self.clauses_file.clauses
+        )
+
+
+SESSIONS_SOURCE = "sessions"
+
+
+def resolve_sessions(
+    sessions: SessionsFile, tz: ZoneInfo, channels: tuple[ChannelName, ...]
+) -> tuple[SessionEvent, ...]:
+    out = []
+    for s in sessions.sessions:
+        zone = ZoneInfo(s.timezone) if s.timezone else tz
+        start, all_day = parse_when(s.start, zone)
+        end: datetime | None = None
+        if s.end is not None:
+            end, end_all_day = parse_when(s.end, zone)
+            if end_all_day:  # a written last day is inclusive; events keep exclusive ends
+                end = datetime.combine(end.date() + timedelta(days=1), time(0, 0), zone)
+        elif all_day:
+            end = datetime.combine(start.date() + timedelta(days=1), time(0, 0), zone)
+        out.append(
+            SessionEvent(
+                key=f"{SESSIONS_SOURCE}:{s.id}",
+                source=SESSIONS_SOURCE,
+                title=" ".join(s.title.split()),
+                start=start.astimezone(UTC),
+                end=end.astimezone(UTC) if end is not None else None,
+                kind=s.kind,
+                all_day=all_day,
+                timezone=s.timezone,
+                location=s.location,
+                url=s.url,
+                status=s.status,
+                description=s.notes or "",
+                channels=tuple(ChannelName(c) for c in s.channels) if s.channels else channels,
+                lead_times=tuple(s.lead_times) if s.lead_times is not None else None,
+            )
+        )
+    return tuple(out)
 
 
 def resolve_feeds(feeds: FeedsFile) -> tuple[FeedConfig, ...]:

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
-from bot.domain.model import FeedItem
+from bot.domain.durations import humanize
+from bot.domain.model import Clause, FeedItem, SessionEvent
 from bot.domain.text import Bullets, Paragraph, Rich, Span, bold, italic, link, para, shorten
-from bot.domain.timefmt import format_local
+from bot.domain.timefmt import format_local, format_span
 
 SUMMARY_LIMIT = 400
 TITLE_LIMIT = 300
@@ -85,3 +86,142 @@ def health_recovered_body(
             f" after failing since {since.strftime('%Y-%m-%d %H:%M UTC')}.",
         ),
     )
+
+
+# ------------------------------------------------------------------------------- sessions
+
+KIND_NAMES = {"session": "Session", "informal": "Meeting", "deadline": "Deadline"}
+
+
+def when_lines(event: SessionEvent, tz: ZoneInfo) -> list[Span]:
+    """The event's dates in the coalition's zone and, if another, in the venue's."""
+    spans = [Span(format_span(event.start, event.end, tz, all_day=event.all_day))]
+    venue = ZoneInfo(event.timezone) if event.timezone else None
+    if venue is not None and not event.all_day and venue.key != tz.key:
+        local = format_span(event.start, event.end, venue)
+        if local != spans[0].text:
+            spans.append(Span(f" (local time: {local})"))
+    return spans
+
+
+def countdown(event: SessionEvent, now: datetime) -> str:
+    if event.start > now:
+        return f"starts in {humanize(event.start - now)}"
+    if event.end is not None and event.end > now:
+        return f"ongoing, ends in {humanize(event.end - now)}"
+    return "started"
+
+
+def event_details(event: SessionEvent, tz: ZoneInfo, now: datetime) -> list[Paragraph | Bullets]:
+    blocks: list[Paragraph | Bullets] = [Paragraph(tuple(when_lines(event, tz)))]
+    facts = []
+    if event.location:
+        facts.append(f"Venue: {event.location}")
+    if event.status not in ("scheduled",):
+        facts.append(f"Status: {event.status}")
+    if facts:
+        blocks.append(para(" · ".join(facts)))
+    blocks.append(para(italic(countdown(event, now).capitalize())))
+    if event.url:
+        blocks.append(para(link(event.url, event.url)))
+    return blocks
+
+
+def reminder_title(event: SessionEvent, lead: timedelta, now: datetime) -> str:
+    kind = KIND_NAMES.get(event.kind, "Session")
+    if lead <= timedelta(0):
+        return f"{kind} starting now: {shorten(event.title, TITLE_LIMIT)}"
+    return f"{kind} {countdown(event, now)}: {shorten(event.title, TITLE_LIMIT)}"
+
+
+def reminder_body(
+    event: SessionEvent, lead: timedelta, late: bool, now: datetime, tz: ZoneInfo
+) -> Rich:
+    title = shorten(event.title, TITLE_LIMIT)
+    head: list[Span] = [bold(reminder_title(event, lead, now).split(": ", 1)[0] + ": ")]
+    head.append(link(title, event.url) if event.url else Span(title))
+    if event.status == "tentative":
+        head.append(Span(" (tentative)"))
+    blocks: list[Paragraph | Bullets] = [Paragraph(tuple(head))]
+    blocks.extend(
+        event_details(event, tz, now)[:-1] if event.url else event_details(event, tz, now)
+    )
+    if late:
+        blocks.append(
+            para(italic("Sent late: the bot was not running when this reminder was due."))
+        )
+    return tuple(blocks)
+
+
+CHANGE_WORDS = {
+    "added": "added",
+    "rescheduled": "rescheduled",
+    "moved": "moved",
+    "cancelled": "cancelled",
+    "status": "status changed",
+    "removed": "removed from the calendar",
+}
+
+
+def session_change_title(what: str, event: SessionEvent) -> str:
+    kind = KIND_NAMES.get(event.kind, "Session")
+    return f"{kind} {CHANGE_WORDS.get(what, what)}: {shorten(event.title, TITLE_LIMIT)}"
+
+
+def session_change_body(
+    what: str,
+    old: SessionEvent | None,
+    new: SessionEvent | None,
+    tz: ZoneInfo,
+    now: datetime,
+) -> Rich:
+    event = new or old
+    assert event is not None
+    title = shorten(event.title, TITLE_LIMIT)
+    kind = KIND_NAMES.get(event.kind, "Session")
+    blocks: list[Paragraph | Bullets] = [
+        para(bold(f"{kind} {CHANGE_WORDS.get(what, what)}: "), link(title, event.url))
+    ]
+    if what == "rescheduled" and old is not None and new is not None:
+        was = format_span(old.start, old.end, tz, all_day=old.all_day)
+        now_ = format_span(new.start, new.end, tz, all_day=new.all_day)
+        blocks.append(para(f"{was} → {now_}"))
+    elif what == "moved" and old is not None and new is not None:
+        blocks.append(para(f"{old.location or '(no venue)'} → {new.location or '(no venue)'}"))
+    elif what in ("status", "cancelled") and old is not None and new is not None:
+        blocks.append(para(f"Status: {old.status} → {new.status}"))
+    elif what == "added" and new is not None:
+        blocks.extend(event_details(new, tz, now)[:-1] if new.url else event_details(new, tz, now))
+    elif what == "removed" and old is not None:
+        blocks.append(
+            para(f"It was planned for {format_span(old.start, old.end, tz, all_day=old.all_day)}.")
+        )
+    return tuple(blocks)
+
+
+# ------------------------------------------------------------------------------- clauses
+
+
+def clause_label(clause: Clause) -> str:
+    return f"Art. {clause.article} — {clause.title}"
+
+
+def clause_change_title(clause: Clause, old: str | None) -> str:
+    if old is None:
+        return f"Clause now tracked: {shorten(clause_label(clause), TITLE_LIMIT)}"
+    return f"Clause {old} → {clause.status}: {shorten(clause_label(clause), TITLE_LIMIT)}"
+
+
+def clause_change_body(clause: Clause, old: str | None) -> Rich:
+    link_url = clause.links[0] if clause.links else None
+    blocks: list[Paragraph | Bullets] = [
+        para(
+            bold(f"Art. {clause.article}"),
+            " — ",
+            link(shorten(clause.title, TITLE_LIMIT), link_url),
+        ),
+        para("Status: ", bold(f"{old or 'new'} → {clause.status}")),
+    ]
+    if clause.summary:
+        blocks.append(para(shorten(clause.summary, SUMMARY_LIMIT)))
+    return tuple(blocks)

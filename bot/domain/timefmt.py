@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
 
@@ -15,3 +15,30 @@ def format_local(instant: datetime, tz: ZoneInfo) -> str:
 def format_day(instant: datetime, tz: ZoneInfo) -> str:
     local = instant.astimezone(tz)
     return local.strftime("%a %d %b %Y")
+
+
+def format_span(
+    start: datetime, end: datetime | None, tz: ZoneInfo, *, all_day: bool = False
+) -> str:
+    """A date range for people. All-day ends are exclusive (as in iCalendar)."""
+    if all_day:
+        first = start.astimezone(tz).date() if start.tzinfo else start.date()
+        last = first
+        if end is not None:
+            last = max(first, (end.astimezone(tz) - timedelta(seconds=1)).date())
+        if last == first:
+            return first.strftime("%a %d %b %Y")
+        return f"{first.strftime('%a %d %b %Y')} – {last.strftime('%a %d %b %Y')}"
+    local_start = start.astimezone(tz)
+    zone = local_start.tzname() or tz.key
+    if end is None or end == start:
+        return local_start.strftime("%a %d %b %Y, %H:%M ") + zone
+    local_end = end.astimezone(tz)
+    if local_end.date() == local_start.date():
+        return local_start.strftime("%a %d %b %Y, %H:%M") + local_end.strftime("–%H:%M ") + zone
+    return (
+        local_start.strftime("%a %d %b %Y, %H:%M")
+        + " – "
+        + local_end.strftime("%a %d %b %Y, %H:%M ")
+        + (local_end.tzname() or tz.key)
+    )

@@ -1,0 +1,257 @@
+"""Pure decisions about sessions: change alerts between two snapshots, and the reminder ladder.
+
+Snapshots
+    A source of events (``sessions.yaml`` or one calendar) is compared with what the bot saw
+    last time, event by event (keyed by ``SessionEvent.key``): added, rescheduled, moved,
+    cancelled, status changed, removed. The first snapshot of a source only remembers.
+    Events that disappear count only when the caller says the listing is complete
+    (``complete=True``: a successful, non-truncated fetch that still lists other events), and
+    only for events still ahead; a failed or empty fetch never reads as "all cancelled".
+
+Reminders
+    At each lead time before an event's start (``0`` = at the start) exactly one reminder is
+    sent, across restarts: ``ReminderState`` records, per event and lead time, the start it was
+    sent for. A moment missed while the bot was not running is sent late, saying so, only while
+    the event has not started, and only the latest missed moment (never a burst). Moments from
+    before the bot knew the event are never sent. A rescheduled event gets a new ladder: lead
+    times already sent whose new moment is in the past are not repeated.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
+
+from bot.domain import messages
+from bot.domain.model import Alert, AlertId, ChannelName, SessionEvent
+from bot.domain.planner import digest
+from bot.domain.text import render_plain
+
+#: A reminder later than this after its moment is marked as late.
+LATE_AFTER = timedelta(minutes=15)
+#: The "at the start" reminder is still worth sending this long after the start.
+START_GRACE = timedelta(minutes=30)
+NO_REMINDERS = frozenset({"cancelled", "postponed", "concluded"})
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """What a source listed last time, and since when each event has been known."""
+
+    initialized: bool = False
+    events: Mapping[str, SessionEvent] = field(default_factory=dict)
+    first_seen: Mapping[str, datetime] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class ChangePlan:
+    snapshot: Snapshot
+    alerts: tuple[Alert, ...]
+    changed: bool
+
+
+def _ahead(event: SessionEvent, now: datetime) -> bool:
+    return (event.end or event.start) > now
+
+
+def plan_changes(
+    source: str,
+    previous: Snapshot,
+    current: Sequence[SessionEvent],
+    now: datetime,
+    tz: ZoneInfo,
+    *,
+    complete: bool,
+    channels: tuple[ChannelName, ...] = (),
+) -> ChangePlan:
+    """Compare ``current`` with ``previous``; alerts go to each event's channels (or these)."""
+    events = {e.key: e for e in current}
+    complete = complete and bool(events)  # an empty listing is never "everything removed"
+    first_seen = {k: previous.first_seen.get(k, now) for k in events}
+    alerts: list[Alert] = []
+    if previous.initialized:
+        for key, new in events.items():
+            old = previous.events.get(key)
+            if old is None:
+                if _ahead(new, now):
+                    alerts.append(_change(source, None, new, "added", now, tz, channels))
+                continue
+            if not (_ahead(old, now) or _ahead(new, now)):
+                continue  # history edits are not news
+            for what in _differences(old, new):
+                alerts.append(_change(source, old, new, what, now, tz, channels))
+        if complete:
+            for key, old in previous.events.items():
+                if key not in events and old.start > now and old.status != "cancelled":
+                    alerts.append(_change(source, old, None, "removed", now, tz, channels))
+    if not complete:
+        # keep what an incomplete listing did not mention, so nothing is forgotten
+        for key, old in previous.events.items():
+            if key not in events:
+                events[key] = old
+                first_seen[key] = previous.first_seen.get(key, now)
+    snapshot = Snapshot(True, events, first_seen)
+    changed = (
+        not previous.initialized
+        or dict(previous.events) != events
+        or dict(previous.first_seen) != first_seen
+    )
+    return ChangePlan(snapshot, tuple(alerts), changed)
+
+
+def _differences(old: SessionEvent, new: SessionEvent) -> list[str]:
+    found = []
+    if (old.start, old.end) != (new.start, new.end):
+        found.append("rescheduled")
+    if (old.location or "") != (new.location or ""):
+        found.append("moved")
+    if old.status != new.status:
+        found.append("cancelled" if new.status == "cancelled" else "status")
+    return found
+
+
+def _change(
+    source: str,
+    old: SessionEvent | None,
+    new: SessionEvent | None,
+    what: str,
+    now: datetime,
+    tz: ZoneInfo,
+    channels: tuple[ChannelName, ...],
+) -> Alert:
+    event = new or old
+    assert event is not None
+    body = messages.session_change_body(what, old, new, tz, now)
+    fingerprint = digest(
+        what,
+        *(repr((e.start, e.end, e.location, e.status)) for e in (old, new) if e is not None),
+    )
+    return Alert(
+        kind="session-change",
+        id=AlertId(f"change:{event.key}:{what}:{fingerprint}"),
+        channels=event.channels or channels,
+        source=source,
+        title=messages.session_change_title(what, event),
+        url=event.url,
+        text=render_plain(body),
+        at=now,
+        body=body,
+    )
+
+
+# ------------------------------------------------------------------------------- reminders
+
+
+@dataclass(frozen=True, slots=True)
+class ReminderState:
+    """Per event key: lead time in seconds -> the start (ISO) the reminder was sent for."""
+
+    sent: Mapping[str, Mapping[int, str]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class ReminderPlan:
+    state: ReminderState
+    alerts: tuple[Alert, ...]
+    changed: bool
+
+
+def plan_reminders(
+    events: Iterable[SessionEvent],
+    first_seen: Mapping[str, datetime],
+    state: ReminderState,
+    now: datetime,
+    tz: ZoneInfo,
+    *,
+    lead_times: Sequence[timedelta],
+    channels: tuple[ChannelName, ...],
+) -> ReminderPlan:
+    """The reminders due at ``now`` and the state that remembers them."""
+    sent: dict[str, dict[int, str]] = {k: dict(v) for k, v in state.sent.items()}
+    alerts: list[Alert] = []
+    live: set[str] = set()
+    for event in events:
+        live.add(event.key)
+        if event.status in NO_REMINDERS:
+            continue
+        ladder = sorted(
+            set(event.lead_times if event.lead_times is not None else lead_times), reverse=True
+        )
+        start_iso = event.start.isoformat()
+        known_since = first_seen.get(event.key, now)
+        record = sent.setdefault(event.key, {})
+        due: list[timedelta] = []
+        for lead in ladder:
+            seconds = int(lead.total_seconds())
+            if record.get(seconds) == start_iso:
+                continue
+            moment = event.start - lead
+            if seconds in record:
+                # sent for an earlier date of a rescheduled event: a moment that is already
+                # past is not repeated; one still ahead is sent again at its new time
+                if moment <= now:
+                    record[seconds] = start_iso
+                else:
+                    del record[seconds]
+                continue
+            if moment > now:
+                continue
+            if moment < known_since:
+                record[seconds] = start_iso  # from before the bot knew the event
+                continue
+            due.append(lead)
+        if not due:
+            continue
+        for lead in due:
+            record[int(lead.total_seconds())] = start_iso
+        lead = min(due)  # the latest moment; earlier missed ones are folded into it
+        moment = event.start - lead
+        too_late = now >= event.start + (START_GRACE if lead == timedelta(0) else timedelta(0))
+        if too_late:
+            continue
+        late = now - moment > LATE_AFTER
+        alerts.append(_reminder(event, lead, late, now, tz, channels))
+    for key in list(sent):
+        if key not in live or not sent[key]:
+            del sent[key]
+    new_state = ReminderState({k: v for k, v in sent.items()})
+    changed = {k: dict(v) for k, v in state.sent.items()} != sent
+    return ReminderPlan(new_state, tuple(alerts), changed)
+
+
+def _reminder(
+    event: SessionEvent,
+    lead: timedelta,
+    late: bool,
+    now: datetime,
+    tz: ZoneInfo,
+    channels: tuple[ChannelName, ...],
+) -> Alert:
+    body = messages.reminder_body(event, lead, late, now, tz)
+    return Alert(
+        kind="session-reminder",
+        id=AlertId(
+            f"remind:{event.key}:{int(lead.total_seconds())}:{digest(event.start.isoformat())}"
+        ),
+        channels=event.channels or channels,
+        source=event.source,
+        title=messages.reminder_title(event, lead, now),
+        url=event.url,
+        text=render_plain(body),
+        at=now,
+        body=body,
+    )
+
+
+def upcoming(events: Iterable[SessionEvent], now: datetime) -> list[SessionEvent]:
+    """Events not over and not cancelled, soonest first."""
+    return sorted(
+        (e for e in events if e.status != "cancelled" and _ahead(e, now)),
+        key=lambda e: (e.start, e.key),
+    )
+
+
+def with_channels(event: SessionEvent, channels: tuple[ChannelName, ...]) -> SessionEvent:
+    return event if event.channels else replace(event, channels=channels)
