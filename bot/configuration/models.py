@@ -16,8 +16,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 
 from bot.domain.durations import parse_duration
-from bot.domain.model import ChannelName, Clause, SessionEvent
 from bot.domain.matching import compile_term, is_regex
+from bot.domain.model import ChannelName, Clause, SessionEvent
 
 MIN_INTERVAL = timedelta(minutes=1)
 ID_PATTERN = r"^[a-z0-9][a-z0-9-]*$"
