@@ -22,10 +22,12 @@ from typing import TextIO
 
 from bot import __version__
 from bot.clock import Clock, SystemClock
-from bot.configuration.models import Config, FeedConfig
+from bot.configuration.models import SESSIONS_SOURCE, Config, FeedConfig
 from bot.delivery import Outbox
-from bot.domain.model import Alert
+from bot.domain.clauses import plan_clauses
+from bot.domain.model import Alert, ChannelName
 from bot.domain.planner import next_poll_delay
+from bot.domain.sessions import plan_changes, plan_reminders
 from bot.polling import PollOutcome, feed_rule, poll_feed
 from bot.scheduler import Supervisor, periodic
 from bot.sources.http import HttpFetcher
@@ -36,6 +38,9 @@ from bot.transports.base import Transport
 from bot.transports.console import ConsoleTransport, Format
 
 log = logging.getLogger(__name__)
+
+#: How often reminders and YAML edits are looked at while running.
+SESSIONS_EVERY = timedelta(seconds=30)
 
 PLATFORM_ENV = (
     "SLACK_BOT_TOKEN",
@@ -195,6 +200,61 @@ class App:
             await store.commit(changes)
         return alerts
 
+    async def evaluate(self, *, now: datetime | None = None) -> list[Alert]:
+        """Sessions and clauses: diff the YAML against the last snapshot, plan due reminders,
+        and record it all in one commit."""
+        store, _, outbox = self._require()
+        now = now or self.clock.now()
+        tz = self.config.tz
+        changes = Changes()
+        alerts: list[Alert] = []
+
+        previous = await store.snapshot(SESSIONS_SOURCE)
+        yaml_plan = plan_changes(
+            SESSIONS_SOURCE,
+            previous,
+            self.config.sessions(),
+            now,
+            tz,
+            complete=True,
+            channels=self.config.reminder_channels,
+        )
+        alerts.extend(yaml_plan.alerts)
+        if yaml_plan.changed:
+            changes.snapshots[SESSIONS_SOURCE] = yaml_plan.snapshot
+
+        clause_plan = plan_clauses(
+            await store.clause_snapshot(),
+            self.config.clauses(),
+            now,
+            tuple(ChannelName(c) for c in self.config.clauses_file.channels),
+        )
+        alerts.extend(clause_plan.alerts)
+        if clause_plan.changed:
+            changes.clauses = clause_plan.snapshot
+
+        snapshots = await store.snapshots()
+        snapshots[SESSIONS_SOURCE] = yaml_plan.snapshot
+        events = [e for snap in snapshots.values() for e in snap.events.values()]
+        first_seen = {k: t for snap in snapshots.values() for k, t in snap.first_seen.items()}
+        reminder_plan = plan_reminders(
+            events,
+            first_seen,
+            await store.reminders(),
+            now,
+            tz,
+            lead_times=self.config.bot.reminders.lead_times,
+            channels=self.config.reminder_channels,
+        )
+        alerts.extend(reminder_plan.alerts)
+        if reminder_plan.changed:
+            changes.reminders = reminder_plan.state
+
+        changes.enqueue = outbox.rows_for(alerts)
+        if not self.dry_run:
+            await store.commit(changes)
+        return alerts
+
     async def poll_round(self, feeds: Sequence[FeedConfig] | None = None) -> RoundReport:
         """Poll every feed once, concurrently; record the round in one commit."""
         now = self.clock.now()
@@ -210,6 +270,10 @@ class App:
         """One poll of every source, then deliver what is due (or, dry, print a preview)."""
         _, _, outbox = self._require()
         report = await self.poll_round()
+        evaluated = await self.evaluate()
+        report = RoundReport(
+            report.polled, report.failed, report.alerts + tuple(evaluated), report.outcomes
+        )
         if self.dry_run:
             for alert in report.alerts:
                 for channel in alert.channels:
@@ -237,6 +301,7 @@ class App:
             self.config.bot.storage,
         )
         self.supervisor.spawn("delivery", self._delivery_loop())
+        self.supervisor.spawn("sessions", periodic("sessions", self.stop_event, self._sessions_job))
         for feed in self.config.feeds:
             first = random.uniform(0, min(5.0, feed.every.total_seconds()))
             self.supervisor.spawn(
@@ -271,6 +336,12 @@ class App:
         if health.not_before is not None:
             delay = max(delay, health.not_before - self.clock.now())
         return delay
+
+    async def _sessions_job(self) -> timedelta:
+        alerts = await self.evaluate()
+        if alerts:
+            self.delivery_kick.set()
+        return SESSIONS_EVERY
 
     async def _delivery_loop(self) -> None:
         _, _, outbox = self._require()

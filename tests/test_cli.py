@@ -280,3 +280,50 @@ def test_run_posts_stops_cleanly_and_holds_the_lock(tmp_path: Path, www: tuple[P
     assert "stopping" in err
     assert secret not in err and secret not in out
     assert "SLACK_BOT_TOKEN" in err  # it says which credential it saw, not its value
+
+
+def test_sessions_and_clauses_through_once(tmp_path: Path) -> None:
+    state = tmp_path / "state.json"
+    config = tmp_path / "cfg"
+    config.mkdir()
+    (config / "bot.yaml").write_text(
+        f"timezone: Europe/Vienna\nstorage: {state}\nchannels: {{alerts: {{}}, ops: {{}}}}\n"
+    )
+    sessions = textwrap.dedent(
+        """
+        sessions:
+          - id: close
+            title: Close of signature
+            kind: deadline
+            start: 2026-12-31T10:00
+            timezone: America/New_York
+            location: UN Headquarters, New York
+            url: https://treaties.un.org/
+        """
+    )
+    (config / "sessions.yaml").write_text(sessions)
+    clauses = "clauses:\n  - {id: art-4, article: '4', title: Scope, status: open}\n"
+    (config / "clauses.yaml").write_text(clauses)
+
+    def once(now: str) -> list[dict[str, object]]:
+        out = cli("once", "--config", str(config), "--format", "jsonl", "--now", now)
+        assert out.returncode == 0, out.stderr
+        return lines(out.stdout)
+
+    assert once("2026-12-01T09:00Z") == []  # first look: remember only
+    [reminder] = once("2026-12-17T15:00Z")  # 14 days before
+    assert reminder["kind"] == "session-reminder" and reminder["source"] == "sessions"
+    assert "Deadline starts in 14 days" in str(reminder["title"])
+    assert "16:00 CET" in str(reminder["text"]) and "10:00 EST" in str(reminder["text"])
+    assert once("2026-12-17T15:05Z") == []  # never twice
+
+    (config / "sessions.yaml").write_text(sessions.replace("2026-12-31T10:00", "2027-01-04T10:00"))
+    (config / "clauses.yaml").write_text(clauses.replace("open", "contested"))
+    alerts = once("2026-12-18T09:00Z")
+    assert sorted(str(a["kind"]) for a in alerts) == ["clause-change", "session-change"]
+    change = next(a for a in alerts if a["kind"] == "session-change")
+    assert "rescheduled" in str(change["title"])
+    assert "Thu 31 Dec 2026" in str(change["text"]) and "Mon 04 Jan 2027" in str(change["text"])
+    clause = next(a for a in alerts if a["kind"] == "clause-change")
+    assert "open → contested" in str(clause["text"])
+    assert once("2026-12-18T09:10Z") == []

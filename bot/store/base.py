@@ -24,7 +24,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
 
+from bot.domain.clauses import ClauseSnapshot
 from bot.domain.model import Delivery, NewsRecord, SourceRecord
+from bot.domain.sessions import ReminderState, Snapshot
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,9 +49,20 @@ class Changes:
     enqueue: list[Delivery] = field(default_factory=list)
     deliveries: list[DeliveryUpdate] = field(default_factory=list)
     news: list[NewsRecord] = field(default_factory=list)
+    snapshots: dict[str, Snapshot] = field(default_factory=dict)
+    reminders: ReminderState | None = None
+    clauses: ClauseSnapshot | None = None
 
     def __bool__(self) -> bool:
-        return bool(self.sources or self.enqueue or self.deliveries or self.news)
+        return bool(
+            self.sources
+            or self.enqueue
+            or self.deliveries
+            or self.news
+            or self.snapshots
+            or self.reminders is not None
+            or self.clauses is not None
+        )
 
 
 class Store(Protocol):
@@ -66,6 +79,22 @@ class Store(Protocol):
 
     def sources(self) -> dict[str, SourceRecord]:
         """Every source record, by id."""
+        ...
+
+    def snapshot(self, source: str) -> Snapshot:
+        """The last listing of an event source (empty, not initialised, if none)."""
+        ...
+
+    def snapshots(self) -> dict[str, Snapshot]:
+        """Every event source's last listing, by source id."""
+        ...
+
+    def reminders(self) -> ReminderState:
+        """Which reminders were sent."""
+        ...
+
+    def clause_snapshot(self) -> ClauseSnapshot:
+        """The clause statuses last seen."""
         ...
 
     def next_seq(self) -> int:

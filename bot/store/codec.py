@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, cast
+
+from bot.domain.clauses import ClauseSnapshot
 
 from bot.domain.model import (
     Alert,
@@ -12,13 +14,17 @@ from bot.domain.model import (
     ChannelName,
     Delivery,
     DeliveryState,
+    EventKind,
+    EventStatus,
     FeedState,
     NewsRecord,
+    SessionEvent,
     SourceHealth,
     SourceId,
     SourceRecord,
     Validators,
 )
+from bot.domain.sessions import ReminderState, Snapshot
 from bot.domain.text import Block, Bullets, Paragraph, Rich, Span, Style
 
 
@@ -182,3 +188,80 @@ def news_from_json(d: dict[str, Any]) -> NewsRecord:
         seen_at,
         tuple(d.get("matched", ())),
     )
+
+
+def event_to_json(e: SessionEvent) -> dict[str, Any]:
+    return {
+        "key": e.key,
+        "source": e.source,
+        "title": e.title,
+        "start": ts(e.start),
+        "end": ts(e.end),
+        "kind": e.kind,
+        "all_day": e.all_day,
+        "timezone": e.timezone,
+        "location": e.location,
+        "url": e.url,
+        "status": e.status,
+        "description": e.description,
+        "channels": list(e.channels),
+        "lead_times": (
+            [int(t.total_seconds()) for t in e.lead_times] if e.lead_times is not None else None
+        ),
+    }
+
+
+def event_from_json(d: dict[str, Any]) -> SessionEvent:
+    start = dt(d["start"])
+    assert start is not None
+    leads = d.get("lead_times")
+    return SessionEvent(
+        key=d["key"],
+        source=d["source"],
+        title=d["title"],
+        start=start,
+        end=dt(d.get("end")),
+        kind=cast(EventKind, d.get("kind", "session")),
+        all_day=bool(d.get("all_day")),
+        timezone=d.get("timezone"),
+        location=d.get("location"),
+        url=d.get("url"),
+        status=cast(EventStatus, d.get("status", "scheduled")),
+        description=d.get("description", ""),
+        channels=tuple(ChannelName(c) for c in d.get("channels", ())),
+        lead_times=tuple(timedelta(seconds=s) for s in leads) if leads is not None else None,
+    )
+
+
+def snapshot_to_json(s: Snapshot) -> dict[str, Any]:
+    return {
+        "initialized": s.initialized,
+        "events": {k: event_to_json(e) for k, e in s.events.items()},
+        "first_seen": {k: ts(v) for k, v in s.first_seen.items()},
+    }
+
+
+def snapshot_from_json(d: dict[str, Any]) -> Snapshot:
+    return Snapshot(
+        bool(d.get("initialized")),
+        {k: event_from_json(e) for k, e in d.get("events", {}).items()},
+        {k: t for k, v in d.get("first_seen", {}).items() if (t := dt(v)) is not None},
+    )
+
+
+def reminders_to_json(r: ReminderState) -> dict[str, Any]:
+    return {"sent": {k: {str(lead): start for lead, start in v.items()} for k, v in r.sent.items()}}
+
+
+def reminders_from_json(d: dict[str, Any]) -> ReminderState:
+    return ReminderState(
+        {k: {int(lead): str(s) for lead, s in v.items()} for k, v in d.get("sent", {}).items()}
+    )
+
+
+def clauses_to_json(c: ClauseSnapshot) -> dict[str, Any]:
+    return {"initialized": c.initialized, "statuses": dict(c.statuses)}
+
+
+def clauses_from_json(d: dict[str, Any]) -> ClauseSnapshot:
+    return ClauseSnapshot(bool(d.get("initialized")), dict(d.get("statuses", {})))

@@ -11,7 +11,9 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
+from bot.domain.clauses import ClauseSnapshot
 from bot.domain.model import Delivery, NewsRecord, SourceRecord
+from bot.domain.sessions import ReminderState, Snapshot
 from bot.store.base import Changes, Store
 
 T = TypeVar("T")
@@ -45,6 +47,18 @@ class AsyncStore:
 
     async def recent_news(self, limit: int) -> list[NewsRecord]:
         return await self._call(self.store.recent_news, limit)
+
+    async def snapshot(self, source: str) -> Snapshot:
+        return await self._call(self.store.snapshot, source)
+
+    async def snapshots(self) -> dict[str, Snapshot]:
+        return await self._call(self.store.snapshots)
+
+    async def reminders(self) -> ReminderState:
+        return await self._call(self.store.reminders)
+
+    async def clause_snapshot(self) -> ClauseSnapshot:
+        return await self._call(self.store.clause_snapshot)
 
     def next_seq(self) -> int:
         return self.store.next_seq()

@@ -24,7 +24,9 @@ from tinydb import TinyDB
 from tinydb.storages import Storage
 from tinydb.table import Document
 
+from bot.domain.clauses import ClauseSnapshot
 from bot.domain.model import Delivery, NewsRecord, SourceRecord
+from bot.domain.sessions import ReminderState, Snapshot
 from bot.errors import StoreCorrupt, StoreError, StoreLocked
 from bot.store import codec
 from bot.store.base import Changes
@@ -183,6 +185,8 @@ class TinyDBStore:
         self._outbox = self._db.table("outbox", cache_size=0)
         self._news = self._db.table("news", cache_size=0)
         self._meta = self._db.table("meta", cache_size=0)
+        self._snapshots = self._db.table("snapshots", cache_size=0)
+        self._snapshot_ids = {d["name"]: d.doc_id for d in self._snapshots.all()}
         self._source_ids = {d["id"]: d.doc_id for d in self._sources.all()}
         self._outbox_ids = {d["key"]: d.doc_id for d in self._outbox.all()}
         self._seq = max((int(d["seq"]) for d in self._outbox.all()), default=0)
@@ -247,6 +251,38 @@ class TinyDBStore:
     def sources(self) -> dict[str, SourceRecord]:
         return {d["id"]: codec.source_from_json(dict(d)) for d in self._sources.all()}
 
+    def _snapshot_data(self, name: str) -> dict[str, Any] | None:
+        doc_id = self._snapshot_ids.get(name)
+        doc = self._snapshots.get(doc_id=doc_id) if doc_id is not None else None
+        return dict(doc["data"]) if doc else None
+
+    def snapshot(self, source: str) -> Snapshot:
+        data = self._snapshot_data(f"events:{source}")
+        return codec.snapshot_from_json(data) if data else Snapshot()
+
+    def snapshots(self) -> dict[str, Snapshot]:
+        return {
+            d["name"].removeprefix("events:"): codec.snapshot_from_json(d["data"])
+            for d in self._snapshots.all()
+            if d["name"].startswith("events:")
+        }
+
+    def reminders(self) -> ReminderState:
+        data = self._snapshot_data("reminders")
+        return codec.reminders_from_json(data) if data else ReminderState()
+
+    def clause_snapshot(self) -> ClauseSnapshot:
+        data = self._snapshot_data("clauses")
+        return codec.clauses_from_json(data) if data else ClauseSnapshot()
+
+    def _put_snapshot(self, name: str, data: dict[str, Any]) -> None:
+        doc = {"name": name, "data": data}
+        doc_id = self._snapshot_ids.get(name)
+        if doc_id is None:
+            self._snapshot_ids[name] = self._snapshots.insert(doc)
+        else:
+            self._snapshots.upsert(Document(doc, doc_id=doc_id))
+
     def next_seq(self) -> int:
         self._seq += 1
         return self._seq
@@ -273,6 +309,7 @@ class TinyDBStore:
             return
         source_ids = dict(self._source_ids)
         outbox_ids = dict(self._outbox_ids)
+        snapshot_ids = dict(self._snapshot_ids)
         try:
             with self._storage.batch():
                 if not self._meta.get(doc_id=1):
@@ -281,12 +318,19 @@ class TinyDBStore:
         except BaseException:
             self._source_ids = source_ids
             self._outbox_ids = outbox_ids
-            for table in (self._sources, self._outbox, self._news, self._meta):
+            self._snapshot_ids = snapshot_ids
+            for table in (self._sources, self._outbox, self._news, self._meta, self._snapshots):
                 table.clear_cache()
                 table._next_id = None
             raise
 
     def _apply(self, changes: Changes) -> None:
+        for source, snap in changes.snapshots.items():
+            self._put_snapshot(f"events:{source}", codec.snapshot_to_json(snap))
+        if changes.reminders is not None:
+            self._put_snapshot("reminders", codec.reminders_to_json(changes.reminders))
+        if changes.clauses is not None:
+            self._put_snapshot("clauses", codec.clauses_to_json(changes.clauses))
         for record in changes.sources:
             doc = codec.source_to_json(record)
             doc_id = self._source_ids.get(record.id)
