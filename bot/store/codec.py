@@ -6,7 +6,6 @@ from datetime import datetime, timedelta
 from typing import Any, cast
 
 from bot.domain.clauses import ClauseSnapshot
-
 from bot.domain.model import (
     Alert,
     AlertId,
