@@ -41,6 +41,14 @@ def www(tmp_path: Path) -> Iterator[tuple[Path, str]]:
     thread.join()
 
 
+def publish(path: Path, text: str) -> None:
+    """Write a feed file with a modification time later than before (HTTP dates have 1 s steps)."""
+    previous = path.stat().st_mtime if path.exists() else 0.0
+    path.write_text(text)
+    later = max(previous + 2, path.stat().st_mtime)
+    os.utime(path, (later, later))
+
+
 def rss(*items: tuple[str, str]) -> str:
     body = "".join(
         f"<item><guid>{guid}</guid><title>{title}</title><link>https://e.org/{guid}</link>"
@@ -140,22 +148,23 @@ def test_once_posts_each_new_matching_item_exactly_once(
     root, base = www
     state = tmp_path / "state.json"
     config = write_config(tmp_path / "cfg", base, state)
-    (root / "news.xml").write_text(rss(("1", "Cybercrime treaty signed"), ("2", "Weather")))
-    (root / "other.xml").write_text(rss(("a", "Anything")))
+    publish(root / "news.xml", rss(("1", "Cybercrime treaty signed"), ("2", "Weather")))
+    publish(root / "other.xml", rss(("a", "Anything")))
 
     first = cli("once", "--config", str(config), "--format", "jsonl")
     assert first.returncode == 0, first.stderr
     assert first.stdout == ""  # the first poll only remembers what exists
 
-    (root / "news.xml").write_text(
+    publish(
+        root / "news.xml",
         rss(
             ("3", "New cybercrime convention text"),
             ("4", "Sports"),
             ("1", "Cybercrime treaty signed"),
             ("2", "Weather"),
-        )
+        ),
     )
-    (root / "other.xml").write_text(rss(("b", "Second"), ("a", "Anything, edited title")))
+    publish(root / "other.xml", rss(("b", "Second"), ("a", "Anything, edited title")))
     second = cli("once", "--config", str(config), "--format", "jsonl")
     assert second.returncode == 0, second.stderr
     alerts = lines(second.stdout)
@@ -184,8 +193,8 @@ def test_dry_run_previews_without_recording(tmp_path: Path, www: tuple[Path, str
         state,
         feeds_extra=f'  - {{id: back, url: "{base}/news.xml", backfill: 1}}\n',
     )
-    (root / "news.xml").write_text(rss(("1", "Cybercrime treaty signed")))
-    (root / "other.xml").write_text(rss(("a", "Anything")))
+    publish(root / "news.xml", rss(("1", "Cybercrime treaty signed")))
+    publish(root / "other.xml", rss(("a", "Anything")))
     preview = cli(
         "once",
         "--config",
@@ -215,7 +224,7 @@ def test_failing_feed_alerts_ops_once(tmp_path: Path, www: tuple[Path, str]) -> 
     root, base = www
     state = tmp_path / "state.json"
     config = write_config(tmp_path / "cfg", base, state)
-    (root / "other.xml").write_text(rss(("a", "Anything")))
+    publish(root / "other.xml", rss(("a", "Anything")))
     seen = []
     for _ in range(5):
         out = cli("once", "--config", str(config), "--format", "jsonl")
@@ -225,7 +234,7 @@ def test_failing_feed_alerts_ops_once(tmp_path: Path, www: tuple[Path, str]) -> 
     [health] = seen
     assert health["kind"] == "source-health" and health["channel"] == "ops"
     assert "HTTP 404" in str(health["text"]) and health["source"] == "news"
-    (root / "news.xml").write_text(rss(("1", "Cybercrime")))
+    publish(root / "news.xml", rss(("1", "Cybercrime")))
     recovered = lines(cli("once", "--config", str(config), "--format", "jsonl").stdout)
     assert [(a["kind"], a["source"]) for a in recovered] == [("source-health", "news")]
     assert "recovered" in str(recovered[0]["title"])
@@ -251,8 +260,8 @@ def test_run_posts_stops_cleanly_and_holds_the_lock(tmp_path: Path, www: tuple[P
         state,
         feeds_extra=f'  - {{id: back, url: "{base}/news.xml", backfill: 1}}\n',
     )
-    (root / "news.xml").write_text(rss(("1", "Cybercrime treaty signed")))
-    (root / "other.xml").write_text(rss(("a", "Anything")))
+    publish(root / "news.xml", rss(("1", "Cybercrime treaty signed")))
+    publish(root / "other.xml", rss(("a", "Anything")))
     secret = "xoxb-very-secret-token-1234"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SLACK_", "MATRIX_"))}
     env["SLACK_BOT_TOKEN"] = secret
