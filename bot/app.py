@@ -14,6 +14,7 @@ import logging
 import os
 import random
 import signal
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -28,16 +29,23 @@ from bot.domain.clauses import plan_clauses
 from bot.domain.model import Alert, ChannelName
 from bot.domain.planner import next_poll_delay
 from bot.domain.sessions import plan_changes, plan_reminders
+from bot.metrics import Metrics
 from bot.polling import PollOutcome, feed_rule, poll_feed
 from bot.scheduler import Supervisor, periodic
 from bot.sources.http import HttpFetcher
 from bot.store.base import Changes
 from bot.store.runner import AsyncStore
 from bot.store.tinydb_store import TinyDBStore
-from bot.transports.base import Transport
+from bot.transports.base import Transport, transport_problem
 from bot.transports.console import ConsoleTransport, Format
+from bot.web import WebServer
 
 log = logging.getLogger(__name__)
+
+#: /healthz turns 503 when no source succeeded within this many of its intervals.
+HEALTH_INTERVALS = 3
+#: How often the event loop's lag is measured (seconds).
+LAG_PROBE = 0.5
 
 #: How often reminders and YAML edits are looked at while running.
 SESSIONS_EVERY = timedelta(seconds=30)
@@ -58,6 +66,7 @@ class SourceStatus:
 
     last_poll: datetime | None = None
     last_outcome: str | None = None
+    last_success: datetime | None = None
     items: int = 0
 
 
@@ -94,6 +103,9 @@ class App:
         self.stop_event = asyncio.Event()
         self.delivery_kick = asyncio.Event()
         self.status: dict[str, SourceStatus] = {}
+        self.metrics = Metrics()
+        self.metrics.up_since.set(time.time())
+        self.web: WebServer | None = None
         self.started_at = self.clock.now()
         self._rules = {f.id: feed_rule(f) for f in config.feeds}
 
@@ -115,7 +127,7 @@ class App:
             )
             await self.fetcher.__aenter__()
             self.transports = self._build_transports()
-            self.outbox = Outbox(self.store, self.transports, self.clock)
+            self.outbox = Outbox(self.store, self.transports, self.clock, self.metrics)
         except BaseException:
             await self._close()
             raise
@@ -170,8 +182,11 @@ class App:
         status = self.status.setdefault(feed.id, SourceStatus())
         status.last_poll = now or self.clock.now()
         status.last_outcome = outcome.outcome
+        self.metrics.record_poll(feed.id, outcome.outcome, outcome.items)
         if outcome.outcome == "ok":
             status.items = outcome.items
+        if outcome.error is None and outcome.outcome != "skipped":
+            status.last_success = status.last_poll
         if outcome.error:
             log.warning(
                 "poll failed source=%s outcome=%s error=%s", feed.id, outcome.outcome, outcome.error
@@ -198,7 +213,12 @@ class App:
         changes.enqueue = outbox.rows_for(alerts)
         if not self.dry_run:
             await store.commit(changes)
+            self._count_queued(changes)
         return alerts
+
+    def _count_queued(self, changes: Changes) -> None:
+        for row in changes.enqueue:
+            self.metrics.alerts_queued.labels(transport=row.transport).inc()
 
     async def evaluate(self, *, now: datetime | None = None) -> list[Alert]:
         """Sessions and clauses: diff the YAML against the last snapshot, plan due reminders,
@@ -253,6 +273,7 @@ class App:
         changes.enqueue = outbox.rows_for(alerts)
         if not self.dry_run:
             await store.commit(changes)
+            self._count_queued(changes)
         return alerts
 
     async def poll_round(self, feeds: Sequence[FeedConfig] | None = None) -> RoundReport:
@@ -300,6 +321,11 @@ class App:
             ",".join(self.transports),
             self.config.bot.storage,
         )
+        http = self.config.bot.http
+        if http.port:
+            self.web = WebServer(http.host, http.port, self.metrics, self.health_problems)
+            await self.web.start()
+        self.supervisor.spawn("loop-lag", self._watch_loop_lag())
         self.supervisor.spawn("delivery", self._delivery_loop())
         self.supervisor.spawn("sessions", periodic("sessions", self.stop_event, self._sessions_job))
         for feed in self.config.feeds:
@@ -321,6 +347,44 @@ class App:
                 loop.remove_signal_handler(sig)
         await self.supervisor.stop()
         await outbox.deliver_due()
+        if self.web is not None:
+            await self.web.stop()
+            self.web = None
+
+    def health_problems(self) -> list[str]:
+        """Why the bot is not healthy, or nothing: for ``/healthz``."""
+        problems = []
+        if self.stop_event.is_set() or self.supervisor.running == 0:
+            problems.append("the scheduler is not running")
+        problems.extend(
+            f"{name}: {reason}"
+            for name, transport in self.transports.items()
+            if (reason := transport_problem(transport)) is not None
+        )
+        feeds = self.config.feeds
+        if feeds:
+            now = self.clock.now()
+            window = HEALTH_INTERVALS * min(f.every for f in feeds)
+            if now - self.started_at > window:
+                recent = [
+                    f.id
+                    for f in feeds
+                    if (s := self.status.get(f.id)) is not None
+                    and s.last_success is not None
+                    and now - s.last_success <= HEALTH_INTERVALS * f.every
+                ]
+                if not recent:
+                    problems.append(
+                        f"no source polled successfully in the last {HEALTH_INTERVALS} intervals"
+                    )
+        return problems
+
+    async def _watch_loop_lag(self) -> None:
+        loop = asyncio.get_running_loop()
+        while not self.stop_event.is_set():
+            started = loop.time()
+            await asyncio.sleep(LAG_PROBE)
+            self.metrics.observe_lag(max(0.0, loop.time() - started - LAG_PROBE))
 
     async def _poll_job(self, feed: FeedConfig) -> timedelta:
         outcome = await self.poll(feed)

@@ -18,6 +18,7 @@ from datetime import datetime, timedelta
 from bot.clock import Clock
 from bot.domain.model import Alert, ChannelName, Delivery
 from bot.errors import DeliveryError
+from bot.metrics import Metrics
 from bot.store.base import Changes, DeliveryUpdate
 from bot.store.runner import AsyncStore
 from bot.transports.base import Transport
@@ -44,8 +45,14 @@ class DeliveryReport:
 
 class Outbox:
     def __init__(
-        self, store: AsyncStore, transports: Mapping[str, Transport], clock: Clock
+        self,
+        store: AsyncStore,
+        transports: Mapping[str, Transport],
+        clock: Clock,
+        metrics: Metrics | None = None,
     ) -> None:
+        self.metrics = metrics or Metrics()
+        self.depth = 0
         self.store = store
         self.transports = dict(transports)
         self.clock = clock
@@ -81,11 +88,8 @@ class Outbox:
         """Send every row that is due; return what happened."""
         async with self._lock:
             now = self.clock.now()
-            rows = [
-                r
-                for r in await self.store.deliveries(("pending", "sending"))
-                if r.next_try is None or r.next_try <= now
-            ]
+            waiting = await self.store.deliveries(("pending", "sending"))
+            rows = [r for r in waiting if r.next_try is None or r.next_try <= now]
             groups: dict[tuple[str, str], list[Delivery]] = {}
             for row in rows:
                 groups.setdefault((row.transport, row.channel), []).append(row)
@@ -95,6 +99,8 @@ class Outbox:
                 total.sent += r.sent
                 total.retrying += r.retrying
                 total.failed += r.failed
+            self.depth = len(waiting) - total.sent - total.failed
+            self.metrics.outbox_depth.set(self.depth)
             return total
 
     async def _deliver_group(self, rows: Sequence[Delivery]) -> DeliveryReport:
@@ -122,6 +128,7 @@ class Outbox:
                         err,
                     )
                     await self._mark(row, "failed", error=str(err), attempt=True)
+                    self.metrics.alerts_failed.labels(row.transport, "true").inc()
                     report.failed += 1
                     continue
                 delay = retry_delay(row.attempts + 1)
@@ -141,6 +148,9 @@ class Outbox:
                 break  # keep this channel in order: later rows wait for this one
             await self._mark(row, "sent")
             report.sent += 1
+            self.metrics.alerts_sent.labels(transport=row.transport).inc()
+            latency = (self.clock.now() - row.alert.at).total_seconds()
+            self.metrics.delivery_latency.labels(transport=row.transport).observe(max(latency, 0))
         return report
 
     async def _mark(

@@ -28,6 +28,8 @@ class Supervisor:
         task = asyncio.create_task(self._guard(name, coro), name=name)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        # a task cancelled before it ever ran leaves its coroutine unstarted: close it
+        task.add_done_callback(lambda _: coro.close())
         return task
 
     async def _guard(self, name: str, coro: Coroutine[Any, Any, None]) -> None:

@@ -71,6 +71,7 @@ def write_config(directory: Path, base: str, state: Path, **extra: str) -> Path:
             channels:
               alerts: {{}}
               ops: {{}}
+            http: {{port: {extra.get("port", 0)}}}
             """
         )
     )

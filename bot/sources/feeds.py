@@ -117,8 +117,10 @@ def _safe_link(value: Any) -> str | None:
 
 def _looks_like_html(body: bytes, content_type: str | None) -> bool:
     head = body[:2048].lower()
-    return b"<html" in head or b"<!doctype html" in head or (
-        content_type is not None and "text/html" in content_type.lower()
+    return (
+        b"<html" in head
+        or b"<!doctype html" in head
+        or (content_type is not None and "text/html" in content_type.lower())
     )
 
 
@@ -200,8 +202,9 @@ def _parse_json_feed(body: bytes) -> ParsedFeed | ParseFailed:
         guid = raw.get("id")
         guid_text = str(guid) if guid is not None else None
         items.append(
-            FeedItem(item_key(guid_text, link, title, date_text), title, link,
-                     _clean(summary), published)
+            FeedItem(
+                item_key(guid_text, link, title, date_text), title, link, _clean(summary), published
+            )
         )
     feed_title = doc.get("title")
     return ParsedFeed(str(feed_title) if feed_title else None, tuple(items))

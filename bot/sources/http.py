@@ -158,8 +158,9 @@ class HttpFetcher:
                     url, headers=headers, allow_redirects=True, max_redirects=5
                 ) as resp:
                     if resp.status == 304:
-                        return NotModified(resp.headers.get("ETag"),
-                                           resp.headers.get("Last-Modified"))
+                        return NotModified(
+                            resp.headers.get("ETag"), resp.headers.get("Last-Modified")
+                        )
                     if resp.status >= 400 or resp.status < 200:
                         return FetchFailed(
                             f"HTTP {resp.status} {resp.reason or ''}".strip(),
@@ -195,11 +196,14 @@ class HttpFetcher:
         except aiohttp.ClientPayloadError as err:
             return FetchFailed(f"broken response body: {_short(err)}", "connection_error")
         except aiohttp.ClientConnectorError as err:
-            return FetchFailed(f"cannot connect to {err.host}:{err.port}: {_short(err.os_error)}",
-                               "connection_error")
+            return FetchFailed(
+                f"cannot connect to {err.host}:{err.port}: {_short(err.os_error)}",
+                "connection_error",
+            )
         except (aiohttp.ClientError, OSError, ValueError) as err:
-            return FetchFailed(f"request failed: {type(err).__name__}: {_short(err)}",
-                               "connection_error")
+            return FetchFailed(
+                f"request failed: {type(err).__name__}: {_short(err)}", "connection_error"
+            )
         finally:
             log.debug("fetched url=%s seconds=%.3f", url, time.monotonic() - started)
 

@@ -45,3 +45,10 @@ class Transport(Protocol):
     async def was_delivered(self, channel: ChannelName, alert: Alert, key: str) -> bool:
         """Whether an earlier, interrupted ``send`` of this row reached the platform."""
         ...
+
+
+def transport_problem(transport: Transport) -> str | None:
+    """Why a transport is not connected, or ``None`` (transports without a check are fine)."""
+    check = getattr(transport, "problem", None)
+    result = check() if callable(check) else None
+    return result if isinstance(result, str) else None

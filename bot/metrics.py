@@ -1,0 +1,99 @@
+"""What the bot counts, in Prometheus form. The only module that knows prometheus-client."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+POLL_OUTCOMES = ("ok", "not_modified", "http_error", "timeout", "parse_error")
+
+
+class Metrics:
+    """One registry per bot, so tests and several bots in one process never mix figures."""
+
+    content_type = CONTENT_TYPE_LATEST
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.max_lag = 0.0
+        r = self.registry
+        self.polls = Counter(
+            "treatybot_polls",
+            "Polls of feeds and calendars by outcome",
+            ["source", "outcome"],
+            registry=r,
+        )
+        self.items_seen = Counter(
+            "treatybot_items_seen",
+            "Items (or events) read from a source",
+            ["source"],
+            registry=r,
+        )
+        self.alerts_queued = Counter(
+            "treatybot_alerts_queued", "Alerts put in the outbox", ["transport"], registry=r
+        )
+        self.alerts_sent = Counter(
+            "treatybot_alerts_sent", "Alerts the platform accepted", ["transport"], registry=r
+        )
+        self.alerts_failed = Counter(
+            "treatybot_alerts_failed",
+            "Alert delivery attempts that failed (retried unless permanent)",
+            ["transport", "permanent"],
+            registry=r,
+        )
+        self.delivery_latency = Histogram(
+            "treatybot_delivery_latency_seconds",
+            "From an alert's creation to the platform accepting it",
+            ["transport"],
+            buckets=(0.1, 0.5, 1, 2, 5, 10, 30, 60, 300, 1800, 3600),
+            registry=r,
+        )
+        self.command_latency = Histogram(
+            "treatybot_command_latency_seconds",
+            "Time to answer a command",
+            ["platform"],
+            buckets=(0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 3, 5),
+            registry=r,
+        )
+        self.loop_lag = Gauge(
+            "treatybot_event_loop_lag_seconds", "Latest event-loop lag measured", registry=r
+        )
+        self.loop_lag_max = Gauge(
+            "treatybot_event_loop_lag_max_seconds",
+            "Largest event-loop lag since start",
+            registry=r,
+        )
+        self.outbox_depth = Gauge(
+            "treatybot_outbox_depth", "Alerts waiting in the outbox", registry=r
+        )
+        self.sources_failing = Gauge(
+            "treatybot_sources_failing", "Sources whose last poll failed", registry=r
+        )
+        self.up_since = Gauge(
+            "treatybot_start_time_seconds", "When the bot started (Unix time)", registry=r
+        )
+
+    def record_poll(self, source: str, outcome: str, items: int = 0) -> None:
+        label = outcome if outcome in POLL_OUTCOMES else _fold(outcome)
+        self.polls.labels(source=source, outcome=label).inc()
+        if items:
+            self.items_seen.labels(source=source).inc(items)
+
+    def observe_lag(self, seconds: float) -> None:
+        self.loop_lag.set(seconds)
+        if seconds > self.max_lag:
+            self.max_lag = seconds
+            self.loop_lag_max.set(seconds)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+def _fold(outcome: str) -> str:
+    """Map finer outcomes onto the documented ones."""
+    return {
+        "unchanged": "not_modified",
+        "too_large": "http_error",
+        "connection_error": "http_error",
+        "skipped": "not_modified",
+    }.get(outcome, "http_error")

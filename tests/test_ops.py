@@ -1,0 +1,123 @@
+"""/healthz and /metrics of a running bot, and the health rules."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from bot.app import App, SourceStatus
+from bot.clock import FixedClock
+from bot.configuration import load_config
+from tests.conftest import REPO, ConfigFactory
+from tests.test_cli import publish, rss, write_config, www  # noqa: F401 - fixture
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def get(url: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=10) as resp:
+            return resp.status, resp.read().decode()
+    except urllib.error.HTTPError as err:
+        return err.code, err.read().decode()
+
+
+def metric(text: str, name: str, **labels: str) -> float:
+    for line in text.splitlines():
+        if not line.startswith(name + "{") and not line.startswith(name + " "):
+            continue
+        if all(f'{k}="{v}"' in line for k, v in labels.items()):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def test_metrics_and_health_move_while_running(tmp_path: Path, www: tuple[Path, str]) -> None:  # noqa: F811
+    root, base = www
+    port = free_port()
+    config = write_config(
+        tmp_path / "cfg",
+        base,
+        tmp_path / "state.json",
+        port=str(port),
+        feeds_extra=f'  - {{id: back, url: "{base}/news.xml", backfill: 2}}\n',
+    )
+    publish(root / "news.xml", rss(("1", "Cybercrime one"), ("2", "Cybercrime two")))
+    publish(root / "other.xml", rss(("a", "Anything")))
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SLACK_", "MATRIX_"))}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bot", "run", "--config", str(config), "--format", "jsonl"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        cwd=REPO,
+    )
+    try:
+        assert proc.stdout is not None
+        first = json.loads(proc.stdout.readline())
+        second = json.loads(proc.stdout.readline())
+        assert {first["title"], second["title"]} == {"Cybercrime one", "Cybercrime two"}
+        status, body = get(f"http://127.0.0.1:{port}/healthz")
+        assert status == 200 and json.loads(body)["status"] == "ok"
+        _, text = get(f"http://127.0.0.1:{port}/metrics")
+        assert metric(text, "treatybot_polls_total", source="back", outcome="ok") >= 1
+        assert metric(text, "treatybot_items_seen_total", source="back") >= 2
+        assert metric(text, "treatybot_alerts_queued_total", transport="console") >= 2
+        assert metric(text, "treatybot_alerts_sent_total", transport="console") >= 2
+        assert metric(text, "treatybot_delivery_latency_seconds_count", transport="console") >= 2
+        assert "treatybot_event_loop_lag_seconds" in text
+        assert "treatybot_outbox_depth" in text
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0, err
+
+
+def test_port_in_use_is_a_clear_error(tmp_path: Path, www: tuple[Path, str]) -> None:  # noqa: F811
+    _, base = www
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        config = write_config(tmp_path / "cfg", base, tmp_path / "state.json", port=str(port))
+        out = subprocess.run(
+            [sys.executable, "-m", "bot", "run", "--config", str(config)],
+            capture_output=True,
+            text=True,
+            cwd=REPO,
+            timeout=60,
+        )
+    assert out.returncode == 1
+    assert f"cannot listen on 127.0.0.1:{port}" in out.stderr and "http.port" in out.stderr
+
+
+async def test_health_turns_unhealthy_without_successful_polls(
+    config_dir: ConfigFactory,
+) -> None:
+    directory = config_dir(feeds="feeds:\n  - {id: a, url: 'https://e.org/a', every: 10m}\n")
+    clock = FixedClock(datetime(2026, 11, 28, 9, 0, tzinfo=UTC))
+    async with App(load_config(directory), clock=clock) as app:
+        app.supervisor.spawn("idle", app.stop_event.wait())  # the scheduler is running
+        assert app.health_problems() == []
+        clock.set(clock.now() + timedelta(minutes=31))
+        assert app.health_problems() == ["no source polled successfully in the last 3 intervals"]
+        app.status["a"] = SourceStatus(last_success=clock.now() - timedelta(minutes=5))
+        assert app.health_problems() == []
+        app.request_stop()
+        assert "the scheduler is not running" in app.health_problems()
