@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 
 from bot import __version__
 from bot.app import App
 from bot.clock import Clock, FixedClock, SystemClock
 from bot.configuration import Config, load_config
+from bot.configuration.schema import all_schemas, schema_filename, schema_for
 from bot.errors import ConfigError, StoreError, TreatyBotError
 from bot.logs import setup_logging
 
@@ -69,6 +72,21 @@ def build_parser() -> argparse.ArgumentParser:
         "check", parents=[common], help="validate the configuration; exit 1 on any problem"
     )
 
+    schema = sub.add_parser(
+        "schema",
+        parents=[common],
+        help="print the JSON Schema of the configuration files (for editors)",
+    )
+    schema.add_argument(
+        "file",
+        nargs="?",
+        choices=["bot", "feeds", "sessions", "clauses"],
+        help="one file's schema (default: all, as one JSON object)",
+    )
+    schema.add_argument(
+        "--write", metavar="DIR", help="write one <file>.schema.json per file into DIR instead"
+    )
+
     once = sub.add_parser(
         "once", parents=[common], help="poll every source once, deliver what is due, exit"
     )
@@ -105,6 +123,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     setup_logging(args.log_level, args.log_format)
+
+    if args.command == "schema":
+        return _schema(args.file, args.write)
 
     config = _load(args.config)
     if config is None:
@@ -144,4 +165,18 @@ async def _once(config: Config, clock: Clock, fmt: str, dry_run: bool) -> int:
 async def _run(config: Config, clock: Clock, fmt: str) -> int:
     async with App(config, clock=clock, fmt="jsonl" if fmt == "jsonl" else "text") as app:
         await app.run()
+    return EXIT_OK
+
+
+def _schema(file: str | None, write: str | None) -> int:
+    if write:
+        target = Path(write)
+        target.mkdir(parents=True, exist_ok=True)
+        for name, schema in all_schemas().items():
+            path = target / schema_filename(name)
+            path.write_text(json.dumps(schema, indent=2, ensure_ascii=False) + "\n")
+            print(path)
+        return EXIT_OK
+    data = schema_for(f"{file}.yaml") if file else all_schemas()
+    print(json.dumps(data, indent=2, ensure_ascii=False))
     return EXIT_OK

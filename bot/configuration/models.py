@@ -13,7 +13,14 @@ from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    WithJsonSchema,
+)
 
 from bot.domain.durations import parse_duration
 from bot.domain.matching import compile_term, is_regex
@@ -90,13 +97,57 @@ def _size(value: Any) -> int:
     raise ValueError(f"{value!r} is not a size; write e.g. 500KB or 5MB")
 
 
-Duration = Annotated[timedelta, BeforeValidator(_duration)]
-Interval = Annotated[timedelta, BeforeValidator(_duration), AfterValidator(_interval)]
-TimeZoneName = Annotated[str, AfterValidator(_timezone)]
-HttpUrl = Annotated[str, AfterValidator(_url)]
-UrlOrPath = Annotated[str, AfterValidator(_url_or_path)]
-Term = Annotated[str, AfterValidator(_term)]
-Size = Annotated[int, BeforeValidator(_size), Field(gt=0)]
+_DURATION_SCHEMA = WithJsonSchema(
+    {
+        "type": "string",
+        "pattern": r"^\s*(\d+\s*[smhdw]\s*)+$",
+        "description": "a duration such as 30s, 15m, 2h, 7d",
+    }
+)
+Duration = Annotated[timedelta, BeforeValidator(_duration), _DURATION_SCHEMA]
+Interval = Annotated[
+    timedelta, BeforeValidator(_duration), AfterValidator(_interval), _DURATION_SCHEMA
+]
+TimeZoneName = Annotated[
+    str,
+    AfterValidator(_timezone),
+    WithJsonSchema({"type": "string", "description": "an IANA time zone, e.g. Europe/Vienna"}),
+]
+HttpUrl = Annotated[
+    str,
+    AfterValidator(_url),
+    WithJsonSchema({"type": "string", "pattern": "^https?://", "format": "uri"}),
+]
+UrlOrPath = Annotated[
+    str,
+    AfterValidator(_url_or_path),
+    WithJsonSchema({"type": "string", "description": "an http(s) URL or a path in config/"}),
+]
+Term = Annotated[
+    str,
+    AfterValidator(_term),
+    WithJsonSchema(
+        {
+            "type": "string",
+            "minLength": 1,
+            "description": "a word or phrase (case-insensitive), or /regex/",
+        }
+    ),
+]
+Size = Annotated[
+    int,
+    BeforeValidator(_size),
+    Field(gt=0),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "integer", "minimum": 1},
+                {"type": "string", "pattern": "^\\s*\\d+\\s*(B|KB|MB|GB)?\\s*$"},
+            ],
+            "description": "bytes, or a size such as 500KB or 5MB",
+        }
+    ),
+]
 Ident = Annotated[str, Field(pattern=ID_PATTERN, max_length=64)]
 ChannelRef = Annotated[str, Field(min_length=1)]
 
@@ -195,7 +246,15 @@ class FeedsFile(Strict):
 
 EventKind = Literal["session", "informal", "deadline"]
 SessionStatus = Literal["scheduled", "tentative", "postponed", "cancelled", "concluded"]
-DateLike = datetime | date | str
+DateLike = Annotated[
+    datetime | date | str,
+    WithJsonSchema(
+        {
+            "type": "string",
+            "description": "ISO 8601 date (all day) or datetime, e.g. 2026-12-31T10:00",
+        }
+    ),
+]
 
 
 class CalendarEntry(Strict):
