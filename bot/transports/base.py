@@ -2,6 +2,10 @@
 
 Contract
 --------
+- ``start(on_command)`` connects (checking the credentials, saying clearly what is wrong by
+  raising ``DeliveryError(permanent=True)``) and from then on passes every command addressed to
+  the bot to ``on_command``, rendering the ``Answer`` it returns for the platform. ``stop()``
+  disconnects; both are idempotent.
 - ``send`` posts one alert to one logical channel and returns once the platform has accepted
   it. It raises ``DeliveryError`` on failure: ``permanent=True`` when retrying cannot help (no
   such channel, bad credentials), otherwise the outbox retries later with backoff.
@@ -9,16 +13,19 @@ Contract
   Slack message metadata) uses it so that a retried send is never shown twice.
 - ``was_delivered`` answers, for a row left in ``sending`` by a crash, whether the platform
   already has it; a transport that cannot know returns ``False`` (the alert is sent again).
-- Text in an ``Alert`` is plain and untrusted: the transport escapes it for its platform and
-  never lets it mention anyone.
+- ``problem()`` says why the transport is not connected right now, or ``None``.
+- Text in an ``Alert`` or an ``Answer`` is plain and untrusted: the transport escapes it for its
+  platform and never lets it mention anyone.
 """
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Protocol
 
 from bot.domain.model import Alert, ChannelName
+from bot.domain.text import Rich
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,9 +37,43 @@ class Capabilities:
     min_interval: float = 0.0  # seconds between two posts to one channel
 
 
+@dataclass(frozen=True, slots=True)
+class Inbound:
+    """A command someone typed, as the transport received it (prefix removed)."""
+
+    platform: str  # "console", "slack", "matrix"
+    user: str  # the platform's user id (Slack U…, Matrix @user:server); "" on the console
+    channel: str | None  # the platform's channel or room id, if any
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """What to reply: neutral rich text; ``share`` asks for a reply visible to the channel."""
+
+    title: str
+    body: Rich
+    share: bool = False
+
+
+CommandHandler = Callable[[Inbound], Awaitable[Answer]]
+
+
 class Transport(Protocol):
     name: str
     capabilities: Capabilities
+
+    async def start(self, on_command: CommandHandler) -> None:
+        """Connect and start taking commands (see the module contract)."""
+        ...
+
+    async def stop(self) -> None:
+        """Disconnect. Idempotent."""
+        ...
+
+    def problem(self) -> str | None:
+        """Why the transport is not connected now, or ``None`` when it is."""
+        ...
 
     def reaches(self, channel: ChannelName) -> bool:
         """Whether this transport has an address for the logical channel."""
@@ -48,7 +89,5 @@ class Transport(Protocol):
 
 
 def transport_problem(transport: Transport) -> str | None:
-    """Why a transport is not connected, or ``None`` (transports without a check are fine)."""
-    check = getattr(transport, "problem", None)
-    result = check() if callable(check) else None
-    return result if isinstance(result, str) else None
+    """Why a transport is not connected, or ``None``."""
+    return transport.problem()

@@ -11,7 +11,7 @@ from zoneinfo import ZoneInfo
 from bot.domain.model import Alert, ChannelName
 from bot.domain.text import render_plain
 from bot.domain.timefmt import format_local
-from bot.transports.base import Capabilities
+from bot.transports.base import Capabilities, CommandHandler
 
 Format = Literal["text", "jsonl"]
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
@@ -61,10 +61,20 @@ class ConsoleTransport:
         self.fmt = fmt
         self.tz = tz or ZoneInfo("UTC")
         self._stream = stream
+        self._on_command: CommandHandler | None = None
 
     @property
     def stream(self) -> TextIO:
         return self._stream or sys.stdout
+
+    async def start(self, on_command: CommandHandler) -> None:
+        self._on_command = on_command
+
+    async def stop(self) -> None:
+        self._on_command = None
+
+    def problem(self) -> str | None:
+        return None
 
     def reaches(self, channel: ChannelName) -> bool:
         return True
