@@ -23,12 +23,17 @@ from typing import TextIO
 
 from bot import __version__
 from bot.clock import Clock, SystemClock
+from bot.configuration import load_config
+from bot.configuration.loader import FILES
 from bot.configuration.models import SESSIONS_SOURCE, Config, FeedConfig
 from bot.delivery import Outbox
+from bot.domain import messages
 from bot.domain.clauses import plan_clauses
-from bot.domain.model import Alert, ChannelName
-from bot.domain.planner import next_poll_delay
+from bot.domain.model import Alert, AlertId, ChannelName
+from bot.domain.planner import digest, next_poll_delay
 from bot.domain.sessions import plan_changes, plan_reminders
+from bot.domain.text import render_plain
+from bot.errors import ConfigError, Problem
 from bot.metrics import Metrics
 from bot.polling import PollOutcome, feed_rule, poll_feed
 from bot.scheduler import Supervisor, periodic
@@ -46,6 +51,9 @@ log = logging.getLogger(__name__)
 HEALTH_INTERVALS = 3
 #: How often the event loop's lag is measured (seconds).
 LAG_PROBE = 0.5
+
+#: How often the configuration files are checked for changes (seconds).
+CONFIG_POLL = 2.0
 
 #: How often reminders and YAML edits are looked at while running.
 SESSIONS_EVERY = timedelta(seconds=30)
@@ -108,6 +116,9 @@ class App:
         self.web: WebServer | None = None
         self.started_at = self.clock.now()
         self._rules = {f.id: feed_rule(f) for f in config.feeds}
+        self._pollers: dict[str, tuple[FeedConfig, asyncio.Task[None]]] = {}
+        self.reload_requested = asyncio.Event()
+        self._config_seen = self._config_signature()
 
     # -- life cycle -------------------------------------------------------------------------
 
@@ -314,6 +325,8 @@ class App:
         for sig in (signal.SIGINT, signal.SIGTERM):
             with contextlib.suppress(NotImplementedError, RuntimeError):  # not the main thread
                 loop.add_signal_handler(sig, self.request_stop)
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(signal.SIGHUP, self.reload_requested.set)
         log.info(
             "treaty-bot %s running feeds=%d transports=%s storage=%s",
             __version__,
@@ -328,21 +341,12 @@ class App:
         self.supervisor.spawn("loop-lag", self._watch_loop_lag())
         self.supervisor.spawn("delivery", self._delivery_loop())
         self.supervisor.spawn("sessions", periodic("sessions", self.stop_event, self._sessions_job))
-        for feed in self.config.feeds:
-            first = random.uniform(0, min(5.0, feed.every.total_seconds()))
-            self.supervisor.spawn(
-                f"poll:{feed.id}",
-                periodic(
-                    f"poll:{feed.id}",
-                    self.stop_event,
-                    functools.partial(self._poll_job, feed),
-                    first_delay=first,
-                ),
-            )
+        self._sync_pollers(first_run=True)
+        self.supervisor.spawn("config-watch", self._watch_config())
         self.delivery_kick.set()  # deliver what an earlier run left in the outbox
         await self.stop_event.wait()
         log.info("stopping")
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.remove_signal_handler(sig)
         await self.supervisor.stop()
@@ -385,6 +389,124 @@ class App:
             started = loop.time()
             await asyncio.sleep(LAG_PROBE)
             self.metrics.observe_lag(max(0.0, loop.time() - started - LAG_PROBE))
+
+    # -- configuration changes while running ------------------------------------------------
+
+    def _sync_pollers(self, *, first_run: bool = False) -> None:
+        """One polling task per configured feed: start new ones, stop removed or changed ones."""
+        wanted = {f.id: f for f in self.config.feeds}
+        for feed_id, (feed, task) in list(self._pollers.items()):
+            if wanted.get(feed_id) != feed:
+                task.cancel()
+                del self._pollers[feed_id]
+        for feed in self.config.feeds:
+            if feed.id in self._pollers:
+                continue
+            spread = 5.0 if first_run else 1.0
+            first = random.uniform(0, min(spread, feed.every.total_seconds()))
+            task = self.supervisor.spawn(
+                f"poll:{feed.id}",
+                periodic(
+                    f"poll:{feed.id}",
+                    self.stop_event,
+                    functools.partial(self._poll_job, feed),
+                    first_delay=first,
+                ),
+            )
+            self._pollers[feed.id] = (feed, task)
+
+    async def reload(self) -> list[Problem]:
+        """Re-read the configuration; apply it if valid, else keep the last good one.
+
+        Returns the problems found (empty when the new configuration was applied).
+        """
+        directory = self.config.directory
+        self._config_seen = await asyncio.to_thread(self._config_signature)
+        try:
+            config = await asyncio.to_thread(load_config, directory)
+        except ConfigError as err:
+            for problem in err.problems:
+                log.error("configuration not applied: %s", problem)
+            await self._queue_config_problems([str(p) for p in err.problems])
+            return list(err.problems)
+        if config.bot.storage != self.config.bot.storage:
+            log.warning("storage changed in bot.yaml; it takes effect at the next start")
+        old_feeds = {f.id for f in self.config.feeds}
+        self.config = config
+        self._rules = {f.id: feed_rule(f) for f in config.feeds}
+        self.console.tz = config.tz
+        for transport in self.transports.values():
+            remap = getattr(transport, "set_channels", None)
+            if callable(remap):
+                remap(config.bot.channels)
+        if self.stop_event.is_set() is False and self._pollers:
+            self._sync_pollers()
+        new_feeds = {f.id for f in config.feeds}
+        log.info(
+            "configuration reloaded feeds=%d added=%s removed=%s",
+            len(config.feeds),
+            ",".join(sorted(new_feeds - old_feeds)) or "-",
+            ",".join(sorted(old_feeds - new_feeds)) or "-",
+        )
+        if await self.evaluate():
+            self.delivery_kick.set()
+        return []
+
+    async def _queue_config_problems(self, problems: list[str]) -> None:
+        store, _, outbox = self._require()
+        if not self.config.ops_channels:
+            return
+        now = self.clock.now()
+        body = messages.config_problems_body(self.config.directory, problems)
+        alert = Alert(
+            kind="source-health",
+            id=AlertId(f"config:{digest(*problems)}"),
+            channels=tuple(ChannelName(c) for c in self.config.ops_channels),
+            source="config",
+            title=messages.config_problems_title(len(problems)),
+            url=None,
+            text=render_plain(body),
+            at=now,
+            body=body,
+        )
+        rows = outbox.rows_for([alert])
+        if rows:
+            await store.commit(Changes(enqueue=rows))
+            self.delivery_kick.set()
+
+    def _config_signature(self) -> tuple[tuple[str, int, int], ...]:
+        out = []
+        for name in FILES:
+            try:
+                st = os.stat(os.path.join(self.config.directory, name))
+            except OSError:
+                out.append((name, -1, -1))
+            else:
+                out.append((name, st.st_mtime_ns, st.st_size))
+        return tuple(out)
+
+    async def _watch_config(self) -> None:
+        """Reload when a config file changes (once it has stopped changing) or on SIGHUP."""
+        pending: tuple[tuple[str, int, int], ...] | None = None
+        while not self.stop_event.is_set():
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(CONFIG_POLL):
+                    await self.reload_requested.wait()
+            if self.reload_requested.is_set():
+                self.reload_requested.clear()
+                log.info("reloading the configuration (SIGHUP)")
+                await self.reload()
+                pending = None
+                continue
+            current = await asyncio.to_thread(self._config_signature)
+            if current == self._config_seen:
+                pending = None
+            elif current == pending:  # unchanged for one tick: the edit is complete
+                pending = None
+                log.info("configuration files changed; reloading")
+                await self.reload()
+            else:
+                pending = current
 
     async def _poll_job(self, feed: FeedConfig) -> timedelta:
         outcome = await self.poll(feed)

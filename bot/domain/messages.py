@@ -225,3 +225,26 @@ def clause_change_body(clause: Clause, old: str | None) -> Rich:
     if clause.summary:
         blocks.append(para(shorten(clause.summary, SUMMARY_LIMIT)))
     return tuple(blocks)
+
+
+# ------------------------------------------------------------------------------- configuration
+
+
+def config_problems_title(count: int) -> str:
+    return f"Configuration not applied: {count} problem{'' if count == 1 else 's'}"
+
+
+def config_problems_body(directory: str, problems: Sequence[str]) -> Rich:
+    shown = list(problems)[:20]
+    more = len(problems) - len(shown)
+    blocks: list[Paragraph | Bullets] = [
+        para(
+            bold(f"The configuration in {directory} was not applied"),
+            "; the bot keeps running on the last good one. Fix these and save again "
+            "(treaty-bot check lists them too):",
+        ),
+        Bullets(tuple((Span(p, "code"),) for p in shown)),
+    ]
+    if more > 0:
+        blocks.append(para(f"…and {more} more."))
+    return tuple(blocks)
