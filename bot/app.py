@@ -29,11 +29,11 @@ from bot.configuration.models import SESSIONS_SOURCE, Config, FeedConfig
 from bot.delivery import Outbox
 from bot.domain import messages
 from bot.domain.clauses import plan_clauses
-from bot.domain.model import Alert, AlertId, ChannelName
+from bot.domain.model import Alert, AlertId, ChannelName, Delivery
 from bot.domain.planner import digest, next_poll_delay
 from bot.domain.sessions import plan_changes, plan_reminders
 from bot.domain.text import render_plain
-from bot.errors import ConfigError, Problem
+from bot.errors import ConfigError, DeliveryError, Problem
 from bot.metrics import Metrics
 from bot.polling import PollOutcome, feed_rule, poll_feed
 from bot.scheduler import Supervisor, periodic
@@ -138,7 +138,13 @@ class App:
             )
             await self.fetcher.__aenter__()
             self.transports = self._build_transports()
-            self.outbox = Outbox(self.store, self.transports, self.clock, self.metrics)
+            self.outbox = Outbox(
+                self.store,
+                self.transports,
+                self.clock,
+                self.metrics,
+                on_permanent=self._delivery_failed,
+            )
         except BaseException:
             await self._close()
             raise
@@ -343,6 +349,7 @@ class App:
         self.supervisor.spawn("sessions", periodic("sessions", self.stop_event, self._sessions_job))
         self._sync_pollers(first_run=True)
         self.supervisor.spawn("config-watch", self._watch_config())
+        await outbox.retry_failed()
         self.delivery_kick.set()  # deliver what an earlier run left in the outbox
         await self.stop_event.wait()
         log.info("stopping")
@@ -448,12 +455,38 @@ class App:
             ",".join(sorted(new_feeds - old_feeds)) or "-",
             ",".join(sorted(old_feeds - new_feeds)) or "-",
         )
-        if await self.evaluate():
-            self.delivery_kick.set()
+        await self._require()[2].retry_failed()
+        await self.evaluate()
+        self.delivery_kick.set()
         return []
 
-    async def _queue_config_problems(self, problems: list[str]) -> None:
+    async def _delivery_failed(self, row: Delivery, err: DeliveryError) -> None:
+        """A channel that cannot be posted to: tell the ops channel once, with the fix."""
+        if not self.config.ops_channels:
+            return
+        body = messages.delivery_failed_body(row.transport, row.channel, str(err))
+        alert = Alert(
+            kind="source-health",
+            id=AlertId(f"delivery:{row.transport}:{row.channel}:{digest(str(err))}"),
+            channels=tuple(ChannelName(c) for c in self.config.ops_channels),
+            source=f"{row.transport}:{row.channel}",
+            title=messages.delivery_failed_title(row.transport, row.channel),
+            url=None,
+            text=render_plain(body),
+            at=self.clock.now(),
+            body=body,
+        )
+        await self._queue([alert])
+
+    async def _queue(self, alerts: list[Alert]) -> None:
         store, _, outbox = self._require()
+        rows = outbox.rows_for(alerts)
+        if rows and not self.dry_run:
+            await store.commit(Changes(enqueue=rows))
+            self._count_queued(Changes(enqueue=rows))
+            self.delivery_kick.set()
+
+    async def _queue_config_problems(self, problems: list[str]) -> None:
         if not self.config.ops_channels:
             return
         now = self.clock.now()
@@ -469,10 +502,7 @@ class App:
             at=now,
             body=body,
         )
-        rows = outbox.rows_for([alert])
-        if rows:
-            await store.commit(Changes(enqueue=rows))
-            self.delivery_kick.set()
+        await self._queue([alert])
 
     def _config_signature(self) -> tuple[tuple[str, int, int], ...]:
         out = []

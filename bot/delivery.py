@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -24,6 +24,8 @@ from bot.store.runner import AsyncStore
 from bot.transports.base import Transport
 
 log = logging.getLogger(__name__)
+
+PermanentFailureHook = Callable[[Delivery, DeliveryError], Awaitable[None]]
 
 RETRY_BASE = timedelta(seconds=5)
 RETRY_CAP = timedelta(minutes=30)
@@ -50,7 +52,9 @@ class Outbox:
         transports: Mapping[str, Transport],
         clock: Clock,
         metrics: Metrics | None = None,
+        on_permanent: PermanentFailureHook | None = None,
     ) -> None:
+        self.on_permanent = on_permanent
         self.metrics = metrics or Metrics()
         self.depth = 0
         self.store = store
@@ -84,15 +88,32 @@ class Outbox:
                     )
         return rows
 
+    async def retry_failed(self) -> int:
+        """Give rows that failed permanently one more chance (after a restart or a reload,
+        when the cause may have been fixed)."""
+        failed = await self.store.deliveries(("failed",))
+        if failed:
+            now = self.clock.now()
+            await self.store.commit(
+                Changes(deliveries=[DeliveryUpdate(r.key, "pending", now) for r in failed])
+            )
+        return len(failed)
+
     async def deliver_due(self) -> DeliveryReport:
         """Send every row that is due; return what happened."""
         async with self._lock:
             now = self.clock.now()
             waiting = await self.store.deliveries(("pending", "sending"))
-            rows = [r for r in waiting if r.next_try is None or r.next_try <= now]
             groups: dict[tuple[str, str], list[Delivery]] = {}
-            for row in rows:
-                groups.setdefault((row.transport, row.channel), []).append(row)
+            blocked: set[tuple[str, str]] = set()
+            for row in waiting:
+                group = (row.transport, row.channel)
+                if group in blocked:
+                    continue
+                if row.next_try is not None and row.next_try > now:
+                    blocked.add(group)  # later rows of this channel wait for this one
+                    continue
+                groups.setdefault(group, []).append(row)
             reports = await asyncio.gather(*(self._deliver_group(rows) for rows in groups.values()))
             total = DeliveryReport()
             for r in reports:
@@ -129,6 +150,8 @@ class Outbox:
                     )
                     await self._mark(row, "failed", error=str(err), attempt=True)
                     self.metrics.alerts_failed.labels(row.transport, "true").inc()
+                    if self.on_permanent is not None:
+                        await self.on_permanent(row, err)
                     report.failed += 1
                     continue
                 delay = retry_delay(row.attempts + 1)

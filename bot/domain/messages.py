@@ -248,3 +248,17 @@ def config_problems_body(directory: str, problems: Sequence[str]) -> Rich:
     if more > 0:
         blocks.append(para(f"…and {more} more."))
     return tuple(blocks)
+
+
+def delivery_failed_title(transport: str, channel: str) -> str:
+    return f"Cannot post to #{channel} on {transport.capitalize()}"
+
+
+def delivery_failed_body(transport: str, channel: str, error: str) -> Rich:
+    return (
+        para(
+            bold(f"Alerts for #{channel} cannot be posted on {transport.capitalize()}"),
+            ". They are kept, and tried again at the next restart or configuration reload.",
+        ),
+        para("Cause: ", Span(error, "code")),
+    )

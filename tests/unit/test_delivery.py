@@ -1,0 +1,181 @@
+"""The outbox: order per channel, retries, permanent failures, reconciliation after a crash."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from bot.clock import FixedClock
+from bot.delivery import Outbox
+from bot.domain.model import Alert, AlertId, ChannelName, Delivery
+from bot.errors import DeliveryError
+from bot.store.base import Changes, DeliveryUpdate
+from bot.store.runner import AsyncStore
+from bot.store.tinydb_store import TinyDBStore
+from bot.transports.base import Answer, Capabilities, CommandHandler
+
+NOW = datetime(2026, 11, 28, 9, 0, tzinfo=UTC)
+
+
+class FakeTransport:
+    name = "fake"
+    capabilities = Capabilities(max_text=1000, rich=False)
+
+    def __init__(self) -> None:
+        self.posted: list[tuple[str, str]] = []
+        self.fail: dict[str, list[DeliveryError]] = {}
+        self.gates: dict[str, asyncio.Event] = {}
+        self.platform_has: set[str] = set()
+
+    async def start(self, on_command: CommandHandler) -> None:
+        pass
+
+    async def stop(self) -> None:
+        pass
+
+    def problem(self) -> str | None:
+        return None
+
+    def reaches(self, channel: ChannelName) -> bool:
+        return channel != "nowhere"
+
+    async def send(self, channel: ChannelName, alert: Alert, key: str) -> None:
+        gate = self.gates.get(channel)
+        if gate is not None:
+            await gate.wait()
+        errors = self.fail.get(channel)
+        if errors:
+            raise errors.pop(0)
+        self.posted.append((channel, alert.id))
+        self.platform_has.add(key)
+
+    async def was_delivered(self, channel: ChannelName, alert: Alert, key: str) -> bool:
+        return key in self.platform_has
+
+
+def alert(n: int, *channels: str) -> Alert:
+    return Alert(
+        "news",
+        AlertId(f"a{n}"),
+        tuple(ChannelName(c) for c in channels),
+        "src",
+        f"T{n}",
+        None,
+        f"text {n}",
+        NOW,
+    )
+
+
+@pytest.fixture
+def setup(tmp_path: Path) -> Iterator[tuple[AsyncStore, FakeTransport, FixedClock]]:
+    store = AsyncStore(TinyDBStore(tmp_path / "state.json"))
+    yield store, FakeTransport(), FixedClock(NOW)
+
+
+async def queue(store: AsyncStore, outbox: Outbox, *alerts: Alert) -> list[Delivery]:
+    rows = outbox.rows_for(alerts)
+    await store.commit(Changes(enqueue=rows))
+    return rows
+
+
+async def test_rows_per_channel_in_order(
+    setup: tuple[AsyncStore, FakeTransport, FixedClock],
+) -> None:
+    store, fake, clock = setup
+    outbox = Outbox(store, {"fake": fake}, clock)
+    rows = await queue(
+        store, outbox, alert(1, "alerts", "ops"), alert(2, "alerts"), alert(3, "nowhere")
+    )
+    assert [(r.alert.id, r.channel) for r in rows] == [
+        ("a1", "alerts"),
+        ("a1", "ops"),
+        ("a2", "alerts"),
+    ]
+    assert outbox.rows_for([alert(1, "alerts")]) == []  # already queued: never twice
+    report = await outbox.deliver_due()
+    assert report.sent == 3
+    assert [p for p in fake.posted if p[0] == "alerts"] == [("alerts", "a1"), ("alerts", "a2")]
+    assert await outbox.deliver_due() == type(report)()  # nothing left
+    await store.close()
+
+
+async def test_transient_failure_keeps_order_and_retries_later(
+    setup: tuple[AsyncStore, FakeTransport, FixedClock],
+) -> None:
+    store, fake, clock = setup
+    outbox = Outbox(store, {"fake": fake}, clock)
+    await queue(store, outbox, alert(1, "alerts"), alert(2, "alerts"), alert(3, "ops"))
+    fake.fail["alerts"] = [DeliveryError("HTTP 503")]
+    report = await outbox.deliver_due()
+    assert (report.sent, report.retrying) == (1, 1)
+    assert fake.posted == [("ops", "a3")]  # the other channel is not held up
+    [first, second] = await store.deliveries()
+    assert first.attempts == 1 and first.next_try is not None and first.next_try > NOW
+    assert await outbox.deliver_due() == type(report)()  # not due yet
+    clock.set(NOW + timedelta(minutes=1))
+    await outbox.deliver_due()
+    assert fake.posted[1:] == [("alerts", "a1"), ("alerts", "a2")]
+    await store.close()
+
+
+async def test_permanent_failure_is_kept_reported_and_retried_after_restart(
+    setup: tuple[AsyncStore, FakeTransport, FixedClock],
+) -> None:
+    store, fake, clock = setup
+    reported: list[tuple[str, str]] = []
+
+    async def hook(row: Delivery, err: DeliveryError) -> None:
+        reported.append((row.channel, str(err)))
+
+    outbox = Outbox(store, {"fake": fake}, clock, on_permanent=hook)
+    await queue(store, outbox, alert(1, "alerts"))
+    fake.fail["alerts"] = [DeliveryError("channel_not_found", permanent=True)]
+    report = await outbox.deliver_due()
+    assert report.failed == 1 and reported == [("alerts", "delivery failed: channel_not_found")]
+    [failed] = await store.deliveries(("failed",))
+    assert failed.last_error == "delivery failed: channel_not_found"
+    assert await outbox.retry_failed() == 1
+    await outbox.deliver_due()
+    assert fake.posted == [("alerts", "a1")]
+    await store.close()
+
+
+async def test_interrupted_send_is_reconciled_not_repeated(
+    setup: tuple[AsyncStore, FakeTransport, FixedClock],
+) -> None:
+    store, fake, clock = setup
+    outbox = Outbox(store, {"fake": fake}, clock)
+    [row] = await queue(store, outbox, alert(1, "alerts"))
+    # a crash after the platform accepted the post, before "sent" was recorded
+    await store.commit(Changes(deliveries=[DeliveryUpdate(row.key, "sending", NOW)]))
+    fake.platform_has.add(row.key)
+    report = await outbox.deliver_due()
+    assert report.sent == 1 and fake.posted == []
+    assert await store.deliveries() == []
+    # and one that never reached the platform is sent
+    [row2] = await queue(store, outbox, alert(2, "alerts"))
+    await store.commit(Changes(deliveries=[DeliveryUpdate(row2.key, "sending", NOW)]))
+    await outbox.deliver_due()
+    assert fake.posted == [("alerts", "a2")]
+    await store.close()
+
+
+async def test_a_blocked_channel_does_not_delay_others(
+    setup: tuple[AsyncStore, FakeTransport, FixedClock],
+) -> None:
+    store, fake, clock = setup
+    outbox = Outbox(store, {"fake": fake}, clock)
+    await queue(store, outbox, alert(1, "alerts"), alert(2, "ops"))
+    fake.gates["alerts"] = asyncio.Event()  # e.g. waiting out a rate limit
+    delivering = asyncio.create_task(outbox.deliver_due())
+    while ("ops", "a2") not in fake.posted:
+        await asyncio.sleep(0)
+    assert fake.posted == [("ops", "a2")]
+    fake.gates["alerts"].set()
+    await delivering
+    assert fake.posted == [("ops", "a2"), ("alerts", "a1")]
+    await store.close()
