@@ -16,7 +16,7 @@ from bot.errors import DeliveryError
 from bot.store.base import Changes, DeliveryUpdate
 from bot.store.runner import AsyncStore
 from bot.store.tinydb_store import TinyDBStore
-from bot.transports.base import Answer, Capabilities, CommandHandler
+from bot.transports.base import Capabilities, CommandHandler
 
 NOW = datetime(2026, 11, 28, 9, 0, tzinfo=UTC)
 
@@ -30,6 +30,7 @@ class FakeTransport:
         self.fail: dict[str, list[DeliveryError]] = {}
         self.gates: dict[str, asyncio.Event] = {}
         self.platform_has: set[str] = set()
+        self.posted_event = asyncio.Event()
 
     async def start(self, on_command: CommandHandler) -> None:
         pass
@@ -52,6 +53,7 @@ class FakeTransport:
             raise errors.pop(0)
         self.posted.append((channel, alert.id))
         self.platform_has.add(key)
+        self.posted_event.set()
 
     async def was_delivered(self, channel: ChannelName, alert: Alert, key: str) -> bool:
         return key in self.platform_has
@@ -113,7 +115,7 @@ async def test_transient_failure_keeps_order_and_retries_later(
     report = await outbox.deliver_due()
     assert (report.sent, report.retrying) == (1, 1)
     assert fake.posted == [("ops", "a3")]  # the other channel is not held up
-    [first, second] = await store.deliveries()
+    first, _ = await store.deliveries()
     assert first.attempts == 1 and first.next_try is not None and first.next_try > NOW
     assert await outbox.deliver_due() == type(report)()  # not due yet
     clock.set(NOW + timedelta(minutes=1))
@@ -172,8 +174,7 @@ async def test_a_blocked_channel_does_not_delay_others(
     await queue(store, outbox, alert(1, "alerts"), alert(2, "ops"))
     fake.gates["alerts"] = asyncio.Event()  # e.g. waiting out a rate limit
     delivering = asyncio.create_task(outbox.deliver_due())
-    while ("ops", "a2") not in fake.posted:
-        await asyncio.sleep(0)
+    await fake.posted_event.wait()
     assert fake.posted == [("ops", "a2")]
     fake.gates["alerts"].set()
     await delivering
