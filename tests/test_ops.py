@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 import urllib.error
 import urllib.request
 from datetime import UTC, datetime, timedelta
@@ -72,7 +73,14 @@ def test_metrics_and_health_move_while_running(tmp_path: Path, www: tuple[Path, 
         assert {first["title"], second["title"]} == {"Cybercrime one", "Cybercrime two"}
         status, body = get(f"http://127.0.0.1:{port}/healthz")
         assert status == 200 and json.loads(body)["status"] == "ok"
-        _, text = get(f"http://127.0.0.1:{port}/metrics")
+        # the alerts are printed just before they are recorded as sent: wait for the record
+        deadline = time.monotonic() + 30
+        while True:
+            _, text = get(f"http://127.0.0.1:{port}/metrics")
+            sent = metric(text, "treatybot_alerts_sent_total", transport="console")
+            if sent >= 2 or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
         assert metric(text, "treatybot_polls_total", source="back", outcome="ok") >= 1
         assert metric(text, "treatybot_items_seen_total", source="back") >= 2
         assert metric(text, "treatybot_alerts_queued_total", transport="console") >= 2
