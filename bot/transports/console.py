@@ -2,18 +2,25 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
+import logging
 import re
 import sys
-from typing import Literal, TextIO
+import threading
+from typing import IO, Literal, TextIO
 from zoneinfo import ZoneInfo
 
 from bot.domain.model import Alert, ChannelName
 from bot.domain.text import render_plain
 from bot.domain.timefmt import format_local
-from bot.transports.base import Capabilities, CommandHandler
+from bot.transports.base import Answer, Capabilities, CommandHandler, Inbound
+
+log = logging.getLogger(__name__)
 
 Format = Literal["text", "jsonl"]
+MAX_COMMAND = 1000
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 
 
@@ -56,22 +63,82 @@ class ConsoleTransport:
     capabilities = Capabilities(max_text=100_000, rich=False)
 
     def __init__(
-        self, *, fmt: Format = "text", tz: ZoneInfo | None = None, stream: TextIO | None = None
+        self,
+        *,
+        fmt: Format = "text",
+        tz: ZoneInfo | None = None,
+        stream: TextIO | None = None,
+        input_stream: IO[bytes] | IO[str] | None = None,
     ) -> None:
         self.fmt = fmt
         self.tz = tz or ZoneInfo("UTC")
         self._stream = stream
+        self._input = input_stream
         self._on_command: CommandHandler | None = None
+        self._reader: asyncio.Task[None] | None = None
 
     @property
     def stream(self) -> TextIO:
         return self._stream or sys.stdout
 
-    async def start(self, on_command: CommandHandler) -> None:
+    async def start(self, on_command: CommandHandler, *, read_input: bool = False) -> None:
+        """Take commands typed on standard input (one per line) when ``read_input``."""
         self._on_command = on_command
+        if read_input and self._reader is None:
+            self._reader = asyncio.create_task(self._read_commands(), name="console-input")
 
     async def stop(self) -> None:
         self._on_command = None
+        if self._reader is not None:
+            self._reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reader
+            self._reader = None
+
+    async def _read_commands(self) -> None:
+        """Answer each line typed on standard input.
+
+        Lines are read by a daemon thread (blocking reads leave the terminal's flags alone,
+        and a daemon thread never holds up the exit); the answers are computed on the loop.
+        """
+        loop = asyncio.get_running_loop()
+        lines: asyncio.Queue[str | None] = asyncio.Queue()
+        source = self._input or sys.stdin
+
+        def pump() -> None:
+            try:
+                for raw in source:
+                    text = raw.decode(errors="replace") if isinstance(raw, bytes) else raw
+                    loop.call_soon_threadsafe(lines.put_nowait, text[:MAX_COMMAND])
+            except (OSError, ValueError, RuntimeError):
+                pass
+            with contextlib.suppress(RuntimeError):  # the loop may be closed already
+                loop.call_soon_threadsafe(lines.put_nowait, None)
+
+        threading.Thread(target=pump, name="console-input", daemon=True).start()
+        while (line := await lines.get()) is not None:
+            text = line.strip()
+            if not text or self._on_command is None:
+                continue
+            for prefix in ("/treaty", "!treaty"):
+                if text.lower().startswith(prefix):
+                    text = text[len(prefix) :].strip()
+            try:
+                answer = await self._on_command(Inbound("console", "", None, text))
+            except Exception:
+                log.exception("console command failed")
+                continue
+            self.reply(answer)
+
+    def reply(self, answer: Answer) -> None:
+        """Show an answer: on standard output in text mode, on standard error in JSON lines
+        mode (so that standard output stays one alert per line)."""
+        self.reply_text(render_plain(answer.body) if answer.body else answer.title)
+
+    def reply_text(self, text: str) -> None:
+        stream = self.stream if self.fmt == "text" else sys.stderr
+        stream.write(terminal_safe(text) + "\n")
+        stream.flush()
 
     def problem(self) -> str | None:
         return None
@@ -90,9 +157,3 @@ class ConsoleTransport:
 
     async def was_delivered(self, channel: ChannelName, alert: Alert, key: str) -> bool:
         return False
-
-    def say(self, text: str) -> None:
-        """Print an answer or a notice (not an alert); suppressed in JSON lines mode."""
-        if self.fmt == "text":
-            self.stream.write(terminal_safe(text) + "\n")
-            self.stream.flush()
