@@ -25,7 +25,7 @@ from bot import __version__
 from bot.clock import Clock, SystemClock
 from bot.configuration import load_config
 from bot.configuration.loader import FILES
-from bot.configuration.models import SESSIONS_SOURCE, Config, FeedConfig
+from bot.configuration.models import SESSIONS_SOURCE, CalendarConfig, Config, FeedConfig
 from bot.delivery import Outbox
 from bot.domain import messages
 from bot.domain.clauses import plan_clauses
@@ -35,7 +35,7 @@ from bot.domain.sessions import plan_changes, plan_reminders
 from bot.domain.text import render_plain
 from bot.errors import ConfigError, DeliveryError, Problem
 from bot.metrics import Metrics
-from bot.polling import PollOutcome, feed_rule, poll_feed
+from bot.polling import PollOutcome, feed_rule, poll_calendar, poll_feed
 from bot.scheduler import Supervisor, periodic
 from bot.sources.http import HttpFetcher
 from bot.store.base import Changes
@@ -51,6 +51,8 @@ log = logging.getLogger(__name__)
 HEALTH_INTERVALS = 3
 #: How often the event loop's lag is measured (seconds).
 LAG_PROBE = 0.5
+
+SourceConfig = FeedConfig | CalendarConfig
 
 #: How often the configuration files are checked for changes (seconds).
 CONFIG_POLL = 2.0
@@ -116,7 +118,7 @@ class App:
         self.web: WebServer | None = None
         self.started_at = self.clock.now()
         self._rules = {f.id: feed_rule(f) for f in config.feeds}
-        self._pollers: dict[str, tuple[FeedConfig, asyncio.Task[None]]] = {}
+        self._pollers: dict[str, tuple[SourceConfig, asyncio.Task[None]]] = {}
         self.reload_requested = asyncio.Event()
         self._config_seen = self._config_signature()
 
@@ -138,6 +140,8 @@ class App:
             )
             await self.fetcher.__aenter__()
             self.transports = self._build_transports()
+            if "console" in self.transports and not self.dry_run:
+                self.console.open_journal(self.config.bot.storage + ".console")
             self.outbox = Outbox(
                 self.store,
                 self.transports,
@@ -160,6 +164,7 @@ class App:
 
     async def _close(self) -> None:
         await self.supervisor.stop()
+        self.console.close()
         if self.fetcher is not None:
             await self.fetcher.__aexit__(None, None, None)
             self.fetcher = None
@@ -184,18 +189,30 @@ class App:
             raise RuntimeError("App used outside 'async with'")
         return self.store, self.fetcher, self.outbox
 
-    async def poll(self, feed: FeedConfig, *, now: datetime | None = None) -> PollOutcome:
+    async def poll(self, feed: SourceConfig, *, now: datetime | None = None) -> PollOutcome:
+        """Poll one feed or calendar; the outcome is a value, recorded by ``record``."""
         store, fetcher, _ = self._require()
         record = await store.source(feed.id)
-        outcome = await poll_feed(
-            fetcher,
-            feed,
-            record,
-            now or self.clock.now(),
-            self.config.tz,
-            self.config.ops_channels,
-            rule=self._rules.get(feed.id),
-        )
+        if isinstance(feed, CalendarConfig):
+            outcome = await poll_calendar(
+                fetcher,
+                feed,
+                record,
+                await store.snapshot(feed.id),
+                now or self.clock.now(),
+                self.config.tz,
+                self.config.ops_channels,
+            )
+        else:
+            outcome = await poll_feed(
+                fetcher,
+                feed,
+                record,
+                now or self.clock.now(),
+                self.config.tz,
+                self.config.ops_channels,
+                rule=self._rules.get(feed.id),
+            )
         status = self.status.setdefault(feed.id, SourceStatus())
         status.last_poll = now or self.clock.now()
         status.last_outcome = outcome.outcome
@@ -225,6 +242,8 @@ class App:
         for o in outcomes:
             if o.changed:
                 changes.sources.append(o.record)
+            if o.snapshot is not None:
+                changes.snapshots[o.source] = o.snapshot
             changes.news.extend(o.news)
             alerts.extend(o.alerts)
         changes.enqueue = outbox.rows_for(alerts)
@@ -270,7 +289,8 @@ class App:
         if clause_plan.changed:
             changes.clauses = clause_plan.snapshot
 
-        snapshots = await store.snapshots()
+        configured = {c.id for c in self.config.calendars}
+        snapshots = {k: v for k, v in (await store.snapshots()).items() if k in configured}
         snapshots[SESSIONS_SOURCE] = yaml_plan.snapshot
         events = [e for snap in snapshots.values() for e in snap.events.values()]
         first_seen = {k: t for snap in snapshots.values() for k, t in snap.first_seen.items()}
@@ -293,10 +313,14 @@ class App:
             self._count_queued(changes)
         return alerts
 
-    async def poll_round(self, feeds: Sequence[FeedConfig] | None = None) -> RoundReport:
-        """Poll every feed once, concurrently; record the round in one commit."""
+    @property
+    def sources(self) -> tuple[SourceConfig, ...]:
+        return (*self.config.feeds, *self.config.calendars)
+
+    async def poll_round(self, feeds: Sequence[SourceConfig] | None = None) -> RoundReport:
+        """Poll every source once, concurrently; record the round in one commit."""
         now = self.clock.now()
-        targets = list(self.config.feeds if feeds is None else feeds)
+        targets = list(self.sources if feeds is None else feeds)
         outcomes = await asyncio.gather(*(self.poll(f, now=now) for f in targets))
         alerts = await self.record(outcomes)
         failed = sum(1 for o in outcomes if o.error)
@@ -372,7 +396,7 @@ class App:
             for name, transport in self.transports.items()
             if (reason := transport_problem(transport)) is not None
         )
-        feeds = self.config.feeds
+        feeds = self.sources
         if feeds:
             now = self.clock.now()
             window = HEALTH_INTERVALS * min(f.every for f in feeds)
@@ -401,12 +425,12 @@ class App:
 
     def _sync_pollers(self, *, first_run: bool = False) -> None:
         """One polling task per configured feed: start new ones, stop removed or changed ones."""
-        wanted = {f.id: f for f in self.config.feeds}
+        wanted = {f.id: f for f in self.sources}
         for feed_id, (feed, task) in list(self._pollers.items()):
             if wanted.get(feed_id) != feed:
                 task.cancel()
                 del self._pollers[feed_id]
-        for feed in self.config.feeds:
+        for feed in self.sources:
             if feed.id in self._pollers:
                 continue
             spread = 5.0 if first_run else 1.0
@@ -438,7 +462,7 @@ class App:
             return list(err.problems)
         if config.bot.storage != self.config.bot.storage:
             log.warning("storage changed in bot.yaml; it takes effect at the next start")
-        old_feeds = {f.id for f in self.config.feeds}
+        old_feeds = {f.id for f in self.sources}
         self.config = config
         self._rules = {f.id: feed_rule(f) for f in config.feeds}
         self.console.tz = config.tz
@@ -448,7 +472,7 @@ class App:
                 remap(config.bot.channels)
         if self.stop_event.is_set() is False and self._pollers:
             self._sync_pollers()
-        new_feeds = {f.id for f in config.feeds}
+        new_feeds = {f.id for f in self.sources}
         log.info(
             "configuration reloaded feeds=%d added=%s removed=%s",
             len(config.feeds),
@@ -538,7 +562,7 @@ class App:
             else:
                 pending = current
 
-    async def _poll_job(self, feed: FeedConfig) -> timedelta:
+    async def _poll_job(self, feed: SourceConfig) -> timedelta:
         outcome = await self.poll(feed)
         try:
             alerts = await self.record([outcome])

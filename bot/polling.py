@@ -7,14 +7,16 @@ Nothing is written here; the caller commits.
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
+import importlib
 import logging
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Literal
 from zoneinfo import ZoneInfo
 
-from bot.configuration.models import FeedConfig
+from bot.configuration.models import CalendarConfig, FeedConfig
 from bot.domain.matching import Matcher
 from bot.domain.model import (
     Alert,
@@ -25,8 +27,9 @@ from bot.domain.model import (
     Validators,
 )
 from bot.domain.planner import FeedRule, HealthRule, plan_feed, plan_health
+from bot.domain.sessions import Snapshot, plan_changes
 from bot.sources.feeds import ParseFailed, parse_feed
-from bot.sources.http import Fetched, FetchFailed, HttpFetcher, NotModified
+from bot.sources.http import Fetched, FetchFailed, FetchResult, HttpFetcher, NotModified
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +56,7 @@ class PollOutcome:
     outcome: Outcome
     error: str | None = None
     items: int = 0
+    snapshot: Snapshot | None = None
 
 
 def feed_rule(feed: FeedConfig) -> FeedRule:
@@ -145,4 +149,147 @@ async def poll_feed(
         "ok",
         None,
         len(parsed.items),
+    )
+
+
+# ------------------------------------------------------------------------------- calendars
+
+#: Occurrences of recurring events are expanded over this window around now.
+CALENDAR_PAST = timedelta(days=30)
+CALENDAR_AHEAD = timedelta(days=400)
+CALENDAR_MAX_EVENTS = 2000
+CALENDAR_DEADLINE = 5.0
+
+
+def _read_file(path: str, max_bytes: int) -> bytes:
+    with open(path, "rb") as handle:
+        data = handle.read(max_bytes + 1)
+    if len(data) > max_bytes:
+        raise ValueError(f"file larger than {max_bytes // 1024} KiB (fetch.max_bytes)")
+    return data
+
+
+async def fetch_calendar(
+    fetcher: HttpFetcher, calendar: CalendarConfig, validators: Validators
+) -> FetchResult:
+    """An http(s) calendar through the shared fetcher, or a local file, as a fetch result."""
+    if not calendar.is_file:
+        return await fetcher.fetch(calendar.url, validators)
+    try:
+        body = await asyncio.to_thread(_read_file, calendar.url, fetcher.max_bytes)
+    except FileNotFoundError:
+        return FetchFailed(f"file not found: {calendar.url}", "http_error")
+    except (OSError, ValueError) as err:
+        reason = err.strerror if isinstance(err, OSError) and err.strerror else str(err)
+        return FetchFailed(f"cannot read {calendar.url}: {reason}", "http_error")
+    return Fetched(body, None, None, "text/calendar", calendar.url)
+
+
+async def poll_calendar(
+    fetcher: HttpFetcher,
+    calendar: CalendarConfig,
+    record: SourceRecord,
+    snapshot: Snapshot,
+    now: datetime,
+    tz: ZoneInfo,
+    ops: tuple[str, ...],
+    *,
+    respect_retry_after: bool = True,
+) -> PollOutcome:
+    """Fetch, parse (bounded) and diff one calendar against its last snapshot."""
+    calendars = importlib.import_module("bot.sources.calendars")
+    parse_calendar = calendars.parse_calendar
+    CalendarFailed = calendars.CalendarFailed
+
+    hrule = HealthRule(
+        calendar.id,
+        calendar.name,
+        "calendar",
+        calendar.failures_before_alert,
+        tuple(ChannelName(c) for c in ops),
+    )
+    if respect_retry_after and record.health.not_before and now < record.health.not_before:
+        return PollOutcome(calendar.id, record, (), (), False, "skipped")
+
+    result = await fetch_calendar(fetcher, calendar, record.validators)
+    if isinstance(result, FetchFailed):
+        not_before = now + result.retry_after if result.retry_after else None
+        h = plan_health(hrule, record.health, result.reason, now, not_before=not_before)
+        return PollOutcome(
+            calendar.id,
+            replace(record, health=h.health),
+            h.alerts,
+            (),
+            True,
+            result.kind,
+            result.reason,
+        )
+    if isinstance(result, NotModified):
+        h = plan_health(hrule, record.health, None, now)
+        return PollOutcome(
+            calendar.id, replace(record, health=h.health), h.alerts, (), h.changed, "not_modified"
+        )
+    body_hash = hashlib.sha256(result.body).hexdigest()
+    if body_hash == record.validators.body_hash and snapshot.initialized:
+        h = plan_health(hrule, record.health, None, now)
+        return PollOutcome(
+            calendar.id, replace(record, health=h.health), h.alerts, (), h.changed, "unchanged"
+        )
+
+    default_tz = ZoneInfo(calendar.timezone) if calendar.timezone else tz
+    parsed = await asyncio.to_thread(
+        functools.partial(
+            parse_calendar,
+            result.body,
+            source=calendar.id,
+            kind=calendar.kind,
+            default_tz=default_tz,
+            window_start=now - CALENDAR_PAST,
+            window_end=now + CALENDAR_AHEAD,
+            max_events=CALENDAR_MAX_EVENTS,
+            deadline_seconds=CALENDAR_DEADLINE,
+            match=Matcher.build(calendar.match, calendar.exclude)
+            if calendar.match or calendar.exclude
+            else None,
+        )
+    )
+    if isinstance(parsed, CalendarFailed):
+        h = plan_health(hrule, record.health, parsed.reason, now)
+        return PollOutcome(
+            calendar.id,
+            replace(record, health=h.health),
+            h.alerts,
+            (),
+            True,
+            "parse_error",
+            parsed.reason,
+        )
+    for warning in parsed.warnings:
+        log.warning("calendar event skipped source=%s warning=%s", calendar.id, warning)
+    events = [
+        replace(e, channels=calendar.channels, lead_times=calendar.lead_times)
+        for e in parsed.events
+    ]
+    plan = plan_changes(
+        calendar.id,
+        snapshot,
+        events,
+        now,
+        tz,
+        complete=not parsed.truncated,
+        channels=calendar.channels,
+    )
+    h = plan_health(hrule, record.health, None, now)
+    validators = Validators(result.etag, result.last_modified, body_hash)
+    new_record = replace(record, validators=validators, health=h.health)
+    return PollOutcome(
+        calendar.id,
+        new_record,
+        plan.alerts + h.alerts,
+        (),
+        plan.changed or h.changed or validators != record.validators,
+        "ok",
+        None,
+        len(events),
+        snapshot=plan.snapshot if plan.changed else None,
     )

@@ -21,6 +21,7 @@ from bot.configuration.models import (
     FeedsFile,
     SessionsFile,
     parse_when,
+    resolve_calendars,
     resolve_feeds,
 )
 from bot.errors import ConfigError, Problem
@@ -397,4 +398,5 @@ def load_config(directory: str | os.PathLike[str]) -> Config:
         sessions_file=sessions,
         clauses_file=clauses,
         feeds=resolve_feeds(feeds),
+        calendars=resolve_calendars(sessions, str(root)),
     )

@@ -6,6 +6,7 @@ the rest of the bot reads: defaults applied, time zones loaded, datetimes made a
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
@@ -349,6 +350,25 @@ class FeedConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class CalendarConfig:
+    id: str
+    name: str
+    url: str  # an http(s) URL, or a path (relative to the config directory, resolved)
+    every: timedelta
+    match: tuple[str, ...]
+    exclude: tuple[str, ...]
+    channels: tuple[ChannelName, ...]
+    kind: EventKind
+    timezone: str | None
+    lead_times: tuple[timedelta, ...] | None
+    failures_before_alert: int
+
+    @property
+    def is_file(self) -> bool:
+        return not self.url.startswith(("http://", "https://"))
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     """The resolved configuration the bot runs on."""
 
@@ -358,6 +378,7 @@ class Config:
     sessions_file: SessionsFile
     clauses_file: ClausesFile
     feeds: tuple[FeedConfig, ...]
+    calendars: tuple[CalendarConfig, ...] = ()
 
     @property
     def tz(self) -> ZoneInfo:
@@ -424,6 +445,30 @@ def resolve_sessions(
                 description=s.notes or "",
                 channels=tuple(ChannelName(c) for c in s.channels) if s.channels else channels,
                 lead_times=tuple(s.lead_times) if s.lead_times is not None else None,
+            )
+        )
+    return tuple(out)
+
+
+def resolve_calendars(sessions: SessionsFile, directory: str) -> tuple[CalendarConfig, ...]:
+    out = []
+    for c in sessions.calendars:
+        url = c.url
+        if not url.startswith(("http://", "https://")):
+            url = os.path.join(directory, url)
+        out.append(
+            CalendarConfig(
+                id=c.id,
+                name=c.name or c.id,
+                url=url,
+                every=c.every,
+                match=tuple(c.match),
+                exclude=tuple(c.exclude),
+                channels=tuple(ChannelName(ch) for ch in c.channels),
+                kind=c.kind,
+                timezone=c.timezone,
+                lead_times=tuple(c.lead_times) if c.lead_times is not None else None,
+                failures_before_alert=c.failures_before_alert,
             )
         )
     return tuple(out)

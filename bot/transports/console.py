@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import re
 import sys
 import threading
@@ -21,6 +22,7 @@ log = logging.getLogger(__name__)
 
 Format = Literal["text", "jsonl"]
 MAX_COMMAND = 1000
+JOURNAL_KEPT = 2000
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 
 
@@ -76,6 +78,8 @@ class ConsoleTransport:
         self._input = input_stream
         self._on_command: CommandHandler | None = None
         self._reader: asyncio.Task[None] | None = None
+        self._journal: TextIO | None = None
+        self._printed: set[str] = set()
 
     @property
     def stream(self) -> TextIO:
@@ -154,6 +158,36 @@ class ConsoleTransport:
     async def send(self, channel: ChannelName, alert: Alert, key: str) -> None:
         self.stream.write(self.render(alert, channel) + "\n")
         self.stream.flush()
+        if self._journal is not None:
+            self._journal.write(key + "\n")
+            self._journal.flush()
+            self._printed.add(key)
 
     async def was_delivered(self, channel: ChannelName, alert: Alert, key: str) -> bool:
-        return False
+        """Whether the journal says this row was printed (a crash came before "sent")."""
+        return key in self._printed
+
+    def open_journal(self, path: str) -> None:
+        """Keep a journal of printed rows, so a restart after a crash does not print twice.
+
+        The journal holds the keys of the last rows printed, one per line; it is trimmed at
+        each start.
+        """
+        keys: list[str] = []
+        with (
+            contextlib.suppress(FileNotFoundError),
+            open(path, encoding="utf-8", errors="replace") as handle,
+        ):
+            keys = [line.strip() for line in handle if line.strip()]
+        keys = keys[-JOURNAL_KEPT:]
+        tmp = path + ".tmp"
+        with open(tmp, "w", encoding="utf-8") as handle:
+            handle.write("".join(k + "\n" for k in keys))
+        os.replace(tmp, path)
+        self._printed = set(keys)
+        self._journal = open(path, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
+
+    def close(self) -> None:
+        if self._journal is not None:
+            self._journal.close()
+            self._journal = None
