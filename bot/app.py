@@ -15,9 +15,11 @@ import os
 import random
 import signal
 import time
+import uuid
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
+from pathlib import Path
 from types import TracebackType
 from typing import TextIO
 
@@ -29,7 +31,15 @@ from bot.configuration.models import SESSIONS_SOURCE, CalendarConfig, Config, Fe
 from bot.delivery import Outbox
 from bot.domain import messages
 from bot.domain.clauses import plan_clauses
-from bot.domain.model import Alert, AlertId, ChannelName, Delivery
+from bot.domain.commands import CommandView, StatusInfo, handle, reload_result
+from bot.domain.model import (
+    Alert,
+    AlertId,
+    ChannelName,
+    Delivery,
+    SourceHealth,
+    SourceView,
+)
 from bot.domain.planner import digest, next_poll_delay
 from bot.domain.sessions import plan_changes, plan_reminders
 from bot.domain.text import render_plain
@@ -41,7 +51,7 @@ from bot.sources.http import HttpFetcher
 from bot.store.base import Changes
 from bot.store.runner import AsyncStore
 from bot.store.tinydb_store import TinyDBStore
-from bot.transports.base import Transport, transport_problem
+from bot.transports.base import Answer, Inbound, Transport, transport_problem
 from bot.transports.console import ConsoleTransport, Format
 from bot.web import WebServer
 
@@ -59,15 +69,6 @@ CONFIG_POLL = 2.0
 
 #: How often reminders and YAML edits are looked at while running.
 SESSIONS_EVERY = timedelta(seconds=30)
-
-PLATFORM_ENV = (
-    "SLACK_BOT_TOKEN",
-    "SLACK_APP_TOKEN",
-    "SLACK_SIGNING_SECRET",
-    "MATRIX_HOMESERVER",
-    "MATRIX_ACCESS_TOKEN",
-    "MATRIX_PASSWORD",
-)
 
 
 @dataclass(slots=True)
@@ -116,6 +117,7 @@ class App:
         self.metrics = Metrics()
         self.metrics.up_since.set(time.time())
         self.web: WebServer | None = None
+        self._started: list[Transport] = []
         self.started_at = self.clock.now()
         self._rules = {f.id: feed_rule(f) for f in config.feeds}
         self._pollers: dict[str, tuple[SourceConfig, asyncio.Task[None]]] = {}
@@ -164,6 +166,7 @@ class App:
 
     async def _close(self) -> None:
         await self.supervisor.stop()
+        await self._stop_transports()
         self.console.close()
         if self.fetcher is not None:
             await self.fetcher.__aexit__(None, None, None)
@@ -173,14 +176,130 @@ class App:
             self.store = None
 
     def _build_transports(self) -> dict[str, Transport]:
-        present = [name for name in PLATFORM_ENV if self.environ.get(name)]
-        if present:
-            log.warning(
-                "platform credentials are set (%s) but this build posts to the console only; "
-                "alerts are printed here",
-                ", ".join(present),
+        """The platforms whose credentials are in the environment; the console otherwise."""
+        env = self.environ
+        transports: dict[str, Transport] = {}
+        if self.dry_run:
+            return {"console": self.console}  # previews and answers stay on this terminal
+        if env.get("MATRIX_HOMESERVER") or env.get("MATRIX_USER_ID"):
+            transports["matrix"] = self._matrix_transport(env)
+        if env.get("SLACK_BOT_TOKEN"):
+            transports["slack"] = self._slack_transport(env)
+        if not transports:
+            transports["console"] = self.console
+        return transports
+
+    def _matrix_transport(self, env: Mapping[str, str]) -> Transport:
+        missing = [name for name in ("MATRIX_HOMESERVER", "MATRIX_USER_ID") if not env.get(name)]
+        if not (env.get("MATRIX_ACCESS_TOKEN") or env.get("MATRIX_PASSWORD")):
+            missing.append("MATRIX_ACCESS_TOKEN or MATRIX_PASSWORD")
+        if missing:
+            raise DeliveryError(
+                "Matrix needs " + ", ".join(missing) + " in the environment",
+                resource="matrix",
+                permanent=True,
             )
-        return {"console": self.console}
+        from bot.transports.matrix import MatrixTransport  # nio loads only when Matrix is used
+
+        bot = self.config.bot
+        return MatrixTransport(
+            homeserver=env["MATRIX_HOMESERVER"],
+            user_id=env["MATRIX_USER_ID"],
+            access_token=env.get("MATRIX_ACCESS_TOKEN") or None,
+            password=env.get("MATRIX_PASSWORD") or None,
+            rooms={name: t.matrix for name, t in bot.channels.items() if t.matrix},
+            state_dir=Path(bot.storage).parent / "matrix",
+            command_prefix=bot.matrix.command_prefix,
+            admins=bot.admins.matrix,
+        )
+
+    def _slack_transport(self, env: Mapping[str, str]) -> Transport:
+        raise DeliveryError(
+            "Slack support is not available in this build", resource="slack", permanent=True
+        )
+
+    # -- commands ---------------------------------------------------------------------------
+
+    def is_admin(self, inbound: Inbound) -> bool:
+        """Admins are listed per platform in bot.yaml; whoever types on the console is one."""
+        admins = self.config.bot.admins
+        if inbound.platform == "console":
+            return True
+        if inbound.platform == "slack":
+            return inbound.user in admins.slack
+        if inbound.platform == "matrix":
+            return inbound.user in admins.matrix
+        return False
+
+    async def command_view(self, inbound: Inbound) -> CommandView:
+        """What commands answer from: sessions, clauses, recent news, sources and their health."""
+        store, _, outbox = self._require()
+        configured = {c.id for c in self.config.calendars}
+        snapshots = await store.snapshots()
+        events = [
+            e
+            for source, snap in snapshots.items()
+            if source in configured
+            for e in snap.events.values()
+        ]
+        events.extend(self.config.sessions())
+        records = await store.sources()
+        views = []
+        for source in self.sources:
+            status = self.status.get(source.id, SourceStatus())
+            health = records[source.id].health if source.id in records else SourceHealth()
+            if status.last_success and (
+                health.last_success is None or status.last_success > health.last_success
+            ):
+                health = replace(health, last_success=status.last_success)
+            views.append(
+                SourceView(
+                    id=source.id,
+                    name=source.name,
+                    kind="calendar" if isinstance(source, CalendarConfig) else "feed",
+                    url=source.url,
+                    every=source.every,
+                    health=health,
+                    last_poll=status.last_poll,
+                    last_outcome=status.last_outcome,
+                )
+            )
+        return CommandView(
+            sessions=tuple(events),
+            clauses=self.config.clauses(),
+            news=tuple(await store.recent_news(50)),
+            sources=tuple(views),
+            tz=self.config.tz,
+            is_admin=self.is_admin(inbound),
+            status=StatusInfo(
+                version=__version__,
+                started_at=self.started_at,
+                queued_alerts=outbox.depth,
+                transports=tuple(self.transports),
+            ),
+            source_names={s.id: s.name for s in self.sources},
+        )
+
+    async def answer(self, inbound: Inbound) -> Answer:
+        """Answer one command from any transport; never raises."""
+        started = time.monotonic()
+        try:
+            view = await self.command_view(inbound)
+            reply = handle(inbound.text, view, self.clock.now())
+            if reply.action == "reload":
+                log.info("reload requested platform=%s user=%s", inbound.platform, inbound.user)
+                problems = await self.reload()
+                reply = reload_result([str(p) for p in problems], share=reply.share)
+        except Exception:
+            reference = uuid.uuid4().hex[:8]
+            log.exception("command failed reference=%s text=%r", reference, inbound.text[:100])
+            reply_title, body = messages.apology(reference)
+            return Answer(reply_title, body, share=False)
+        finally:
+            self.metrics.command_latency.labels(platform=inbound.platform).observe(
+                time.monotonic() - started
+            )
+        return Answer(reply.title, reply.body, share=reply.share)
 
     # -- polling ----------------------------------------------------------------------------
 
@@ -331,6 +450,7 @@ class App:
     async def once(self) -> RoundReport:
         """One poll of every source, then deliver what is due (or, dry, print a preview)."""
         _, _, outbox = self._require()
+        await self._start_transports(read_input=False)
         report = await self.poll_round()
         evaluated = await self.evaluate()
         report = RoundReport(
@@ -343,7 +463,30 @@ class App:
             self.console.stream.flush()
         else:
             await outbox.deliver_due()
+        await self._stop_transports()
         return report
+
+    async def ask(self, text: str) -> Answer:
+        """Answer one command typed in the terminal (``treaty-bot ask``)."""
+        return await self.answer(Inbound("console", "", None, text))
+
+    async def _start_transports(self, *, read_input: bool) -> None:
+        for name, transport in self.transports.items():
+            if transport is self.console:
+                await self.console.start(self.answer, read_input=read_input)
+            else:
+                log.info("connecting transport=%s", name)
+                await transport.start(self.answer)
+                self._started.append(transport)
+
+    async def _stop_transports(self) -> None:
+        await self.console.stop()
+        while self._started:
+            transport = self._started.pop()
+            try:
+                await transport.stop()
+            except Exception:
+                log.exception("transport did not stop cleanly transport=%s", transport.name)
 
     def request_stop(self) -> None:
         self.stop_event.set()
@@ -368,6 +511,7 @@ class App:
         if http.port:
             self.web = WebServer(http.host, http.port, self.metrics, self.health_problems)
             await self.web.start()
+        await self._start_transports(read_input=True)
         self.supervisor.spawn("loop-lag", self._watch_loop_lag())
         self.supervisor.spawn("delivery", self._delivery_loop())
         self.supervisor.spawn("sessions", periodic("sessions", self.stop_event, self._sessions_job))
@@ -382,6 +526,7 @@ class App:
                 loop.remove_signal_handler(sig)
         await self.supervisor.stop()
         await outbox.deliver_due()
+        await self._stop_transports()
         if self.web is not None:
             await self.web.stop()
             self.web = None

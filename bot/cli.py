@@ -102,6 +102,14 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="INSTANT",
         help="act as if it were this instant (ISO 8601 with offset)",
     )
+    ask = sub.add_parser("ask", parents=[common], help="answer one command in the terminal")
+    ask.add_argument("text", nargs="+", help='the command, e.g. "next-session" or "clause 4"')
+    ask.add_argument(
+        "--now",
+        type=_instant,
+        metavar="INSTANT",
+        help="answer as if it were this instant (ISO 8601 with offset)",
+    )
     return parser
 
 
@@ -143,6 +151,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "once":
             return asyncio.run(_once(config, clock, args.format, args.dry_run))
+        if args.command == "ask":
+            return asyncio.run(_ask(config, clock, " ".join(args.text)))
         return asyncio.run(_run(config, clock, args.format))
     except StoreError as err:
         print(f"treaty-bot: {err}", file=sys.stderr)
@@ -179,4 +189,11 @@ def _schema(file: str | None, write: str | None) -> int:
         return EXIT_OK
     data = schema_for(f"{file}.yaml") if file else all_schemas()
     print(json.dumps(data, indent=2, ensure_ascii=False))
+    return EXIT_OK
+
+
+async def _ask(config: Config, clock: Clock, text: str) -> int:
+    async with App(config, clock=clock, dry_run=True) as app:
+        answer = await app.ask(text)
+        app.console.reply(answer)
     return EXIT_OK

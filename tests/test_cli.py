@@ -337,3 +337,71 @@ def test_sessions_and_clauses_through_once(tmp_path: Path) -> None:
     clause = next(a for a in alerts if a["kind"] == "clause-change")
     assert "open → contested" in str(clause["text"])
     assert once("2026-12-18T09:10Z") == []
+
+
+def test_ask_answers_in_the_terminal(tmp_path: Path) -> None:
+    config = tmp_path / "cfg"
+    config.mkdir()
+    (config / "bot.yaml").write_text(
+        f"timezone: Europe/Vienna\nstorage: {tmp_path / 's.json'}\nchannels: {{alerts: {{}}}}\n"
+    )
+    (config / "sessions.yaml").write_text(
+        "sessions:\n"
+        "  - {id: close, title: Close of signature, kind: deadline, start: 2026-12-31T10:00,"
+        " timezone: America/New_York, location: 'UN Headquarters, New York'}\n"
+        "  - {id: old, title: Old session, start: 2024-01-29T10:00, status: concluded}\n"
+    )
+    (config / "clauses.yaml").write_text(
+        "clauses:\n  - {id: art-4, article: '4', title: Scope of offences, status: contested}\n"
+    )
+    out = cli("ask", "next-session", "--config", str(config), "--now", "2026-12-01T09:00Z")
+    assert out.returncode == 0, out.stderr
+    assert "Close of signature" in out.stdout and "30 days" in out.stdout
+    assert "16:00" in out.stdout and "10:00" in out.stdout  # Vienna and New York
+    clause = cli("ask", "clause", "4", "--config", str(config))
+    assert "Scope of offences" in clause.stdout and "contested" in clause.stdout
+    bad = cli("ask", "sessions", "lots", "--config", str(config))
+    assert bad.returncode == 0 and "sessions" in bad.stdout and "lots" in bad.stdout
+    unknown = cli("ask", "nxt-session", "--config", str(config))
+    assert "next-session" in unknown.stdout
+    assert not (tmp_path / "s.json").exists()  # answering records nothing
+
+
+def test_console_commands_while_running(tmp_path: Path, www: tuple[Path, str]) -> None:
+    root, base = www
+    config = write_config(tmp_path / "cfg", base, tmp_path / "state.json")
+    publish(root / "news.xml", rss(("1", "Cybercrime")))
+    publish(root / "other.xml", rss(("a", "Anything")))
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SLACK_", "MATRIX_"))}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bot", "run", "--config", str(config)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        cwd=REPO,
+    )
+    try:
+        assert proc.stdin is not None and proc.stdout is not None
+        proc.stdin.write("feeds\n")
+        proc.stdin.flush()
+        first = proc.stdout.readline()
+        assert "2 sources" in first
+        proc.stdin.write("/treaty nxt-session\n")
+        proc.stdin.flush()
+        while "Did you mean" not in (line := proc.stdout.readline()):
+            assert line, "the bot stopped answering"
+        proc.stdin.close()  # end of input: the bot keeps running
+        proc.send_signal(signal.SIGTERM)
+        assert proc.stderr is not None
+        err = proc.stderr.read()
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        for stream in (proc.stdout, proc.stderr):
+            if stream is not None:
+                stream.close()
+    assert proc.returncode == 0, err

@@ -262,3 +262,18 @@ def delivery_failed_body(transport: str, channel: str, error: str) -> Rich:
         ),
         para("Cause: ", Span(error, "code")),
     )
+
+
+def apology(reference: str) -> tuple[str, Rich]:
+    """For a command that failed unexpectedly: the details are in the log, under ``reference``."""
+    return (
+        "Sorry, something went wrong",
+        (
+            para(
+                "Sorry, something went wrong while answering. The maintainers can find the "
+                "details in the log under reference ",
+                Span(reference, "code"),
+                ".",
+            ),
+        ),
+    )

@@ -1,0 +1,621 @@
+"""Every sentence the commands show to people (the answers of ``bot.domain.commands``).
+
+Two kinds of text meet here, and they are never mixed up:
+
+- *Our own* sentences. Some are written as strings with `backticks` around command words
+  (usage errors, which also travel as ``UsageError.message``); ``inline`` turns those into
+  code spans. Only our templates and the user's own command word, passed through ``echo``
+  (backticks and line breaks removed, shortened), ever go through ``inline``.
+- *Untrusted* text from feeds, calendars and YAML files (titles, venues, summaries, errors).
+  It is placed in ``Span``\\ s as it is, never parsed: a title such as ``<!channel>`` or
+  ``@room`` stays inert text that each transport escapes for its platform.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from bot.domain.durations import humanize
+from bot.domain.model import Clause, NewsRecord, SessionEvent, SourceView
+from bot.domain.text import Block, Bullets, Paragraph, Rich, Span, bold, italic, link, para, shorten
+from bot.domain.timefmt import format_local, format_span
+
+TITLE_LIMIT = 200
+SUMMARY_LIMIT = 600
+ERROR_LIMIT = 160
+ECHO_LIMIT = 40
+
+
+def code(text: str) -> Span:
+    return Span(text, "code")
+
+
+def inline(message: str) -> tuple[Span, ...]:
+    """Our own sentence with `code` words -> spans (odd backtick-separated parts are code)."""
+    spans: list[Span] = []
+    for index, part in enumerate(message.split("`")):
+        if part:
+            spans.append(Span(part, "code" if index % 2 else "plain"))
+    return tuple(spans)
+
+
+def echo(word: str) -> str:
+    """The user's own word, safe to quote inside one of our `backtick` sentences."""
+    return shorten(" ".join(word.replace("`", "'").split()), ECHO_LIMIT)
+
+
+def plural(count: int, word: str, many: str | None = None) -> str:
+    return f"{count} {word if count == 1 else (many or word + 's')}"
+
+
+# ------------------------------------------------------------------------------- help
+
+
+@dataclass(frozen=True, slots=True)
+class CommandHelp:
+    """How one command is written and what it does, for ``help`` and usage errors."""
+
+    name: str
+    usage: str
+    example: str
+    summary: str
+    admin: bool = False
+
+
+HELP: tuple[CommandHelp, ...] = (
+    CommandHelp(
+        "next-session",
+        "next-session",
+        "next-session",
+        "the next session, meeting or deadline, with a countdown",
+    ),
+    CommandHelp(
+        "sessions", "sessions [N]", "sessions 10", "the next N sessions (default 5, at most 25)"
+    ),
+    CommandHelp(
+        "clauses",
+        "clauses [STATUS or WORD]",
+        "clauses contested",
+        "the clauses not yet settled, or those with that status "
+        "(open, contested, agreed, adopted, reserved, deferred, all) or word",
+    ),
+    CommandHelp("clause", "clause ID", "clause 4", "one clause in full, by id or article"),
+    CommandHelp(
+        "news",
+        "news [N] [WORD]",
+        "news 3 privacy",
+        "the latest matched news items (default 5, at most 20), optionally with a word",
+    ),
+    CommandHelp("feeds", "feeds", "feeds", "the watched feeds and calendars, and their health"),
+    CommandHelp("help", "help [COMMAND]", "help clauses", "this list, or how to use one command"),
+    CommandHelp(
+        "status",
+        "status",
+        "status",
+        "version, uptime, each source's last success and error, queued alerts, transports",
+        admin=True,
+    ),
+    CommandHelp(
+        "reload", "reload", "reload", "re-read config/ now and report any problems", admin=True
+    ),
+)
+HELP_BY_NAME = {entry.name: entry for entry in HELP}
+
+HELP_TITLE = "Treaty Watch commands"
+
+
+def help_body() -> Rich:
+    items = tuple(
+        (code(entry.example), Span(" — " + entry.summary + (" (admins)" if entry.admin else "")))
+        for entry in HELP
+    )
+    return (
+        para("Commands, with one example each:"),
+        Bullets(items),
+        para(
+            "Answers are shown only to you; add ",
+            code("share"),
+            " to post one in the channel, e.g. ",
+            code("next-session share"),
+            ".",
+        ),
+    )
+
+
+def command_help_title(name: str) -> str:
+    return f"How to use {name}"
+
+
+def command_help_body(entry: CommandHelp) -> Rich:
+    blocks: list[Block] = [
+        para(code(entry.usage), " — " + entry.summary + "."),
+        para("Example: ", code(entry.example)),
+    ]
+    if entry.admin:
+        blocks.append(para(italic("For the bot's admins only.")))
+    return tuple(blocks)
+
+
+# ------------------------------------------------------------------------------- usage errors
+
+UNKNOWN_TITLE = "Unknown command"
+
+
+def usage_title(name: str) -> str:
+    return f"How to use {name}"
+
+
+def usage_line(name: str) -> str:
+    entry = HELP_BY_NAME[name]
+    if entry.usage == entry.example:
+        return f"Usage: `{entry.usage}`."
+    return f"Usage: `{entry.usage}`, e.g. `{entry.example}`."
+
+
+def unknown_command(word: str, suggestion: str | None) -> str:
+    if suggestion is None:
+        return f"Unknown command `{echo(word)}`. Try `help` for the list of commands."
+    return f"Unknown command `{echo(word)}`. Did you mean `{suggestion}`? Try `help`."
+
+
+def takes_no_arguments(name: str) -> str:
+    return f"`{name}` takes no arguments. {usage_line(name)}"
+
+
+def too_many_arguments(name: str) -> str:
+    return f"`{name}` takes at most one number. {usage_line(name)}"
+
+
+def bad_count(name: str, got: str, maximum: int) -> str:
+    return f"`{name}` takes a number from 1 to {maximum}, not “{echo(got)}”. {usage_line(name)}"
+
+
+def needs_argument(name: str) -> str:
+    return f"`{name}` needs a clause id or article number. {usage_line(name)}"
+
+
+def usage_body(message: str) -> Rich:
+    return (Paragraph(inline(message)),)
+
+
+# ------------------------------------------------------------------------------- admin
+
+
+ADMIN_TITLE = "Admins only"
+
+
+def admin_only_body(name: str) -> Rich:
+    return (
+        para(
+            code(name),
+            " needs the admin permission. Admins are listed under ",
+            code("admins:"),
+            " in ",
+            code("config/bot.yaml"),
+            "; ask one of them.",
+        ),
+    )
+
+
+RELOAD_TITLE = "Reloading configuration"
+
+
+def reload_started_body() -> Rich:
+    return (para("Re-reading ", code("config/"), " now…"),)
+
+
+RELOADED_TITLE = "Configuration reloaded"
+PROBLEMS_SHOWN = 15
+
+
+def reloaded_body() -> Rich:
+    return (
+        para("Re-read ", code("config/"), ": no problems found; the new configuration is in use."),
+    )
+
+
+def reload_problems_title(count: int) -> str:
+    return f"Configuration not reloaded: {plural(count, 'problem')}"
+
+
+def reload_problems_body(problems: Sequence[str]) -> Rich:
+    shown = list(problems)[:PROBLEMS_SHOWN]
+    blocks: list[Block] = [
+        para(
+            f"Found {plural(len(problems), 'problem')} in ",
+            code("config/"),
+            "; the bot keeps running with its last good configuration.",
+        ),
+        Bullets(tuple((code(shorten(p, 300)),) for p in shown)),
+    ]
+    if len(problems) > len(shown):
+        blocks.append(
+            para(
+                f"… and {len(problems) - len(shown)} more; ",
+                code("treaty-bot check"),
+                " lists them all.",
+            )
+        )
+    return tuple(blocks)
+
+
+# ------------------------------------------------------------------------------- sessions
+
+KIND_WORDS = {"session": "Session", "informal": "Informal meeting", "deadline": "Deadline"}
+STATUS_NOTES = {
+    "tentative": "tentative — the dates are not confirmed yet",
+    "postponed": "postponed — new dates to be announced",
+    "concluded": "concluded",
+    "cancelled": "cancelled",
+}
+STATUS_TAGS = {"tentative": " (tentative)", "postponed": " (postponed)"}
+
+
+def _kind(event: SessionEvent) -> str:
+    return KIND_WORDS.get(event.kind, "Session")
+
+
+def _title(event: SessionEvent) -> str:
+    return shorten(event.title, TITLE_LIMIT) or "(untitled)"
+
+
+def is_ongoing(event: SessionEvent, now: datetime) -> bool:
+    return event.start <= now and event.end is not None and now < event.end
+
+
+def countdown(event: SessionEvent, now: datetime) -> str:
+    if event.start > now:
+        verb = "due in" if event.kind == "deadline" else "starts in"
+        return f"{verb} {humanize(event.start - now)}"
+    if event.end is not None and event.end > now:
+        return f"ongoing, ends in {humanize(event.end - now)}"
+    return "over"
+
+
+def venue_zone(event: SessionEvent, tz: ZoneInfo) -> ZoneInfo | None:
+    """The venue's zone when it shows other clock times than the coalition's."""
+    if not event.timezone or event.all_day:
+        return None
+    try:
+        venue = ZoneInfo(event.timezone)
+    except (ValueError, ZoneInfoNotFoundError):
+        return None
+    if venue.key == tz.key:
+        return None
+    if format_span(event.start, event.end, venue) == format_span(event.start, event.end, tz):
+        return None
+    return venue
+
+
+def zone_label(zone: ZoneInfo) -> str:
+    """``America/New_York`` -> ``New York``."""
+    return zone.key.rsplit("/", 1)[-1].replace("_", " ")
+
+
+def next_session_title(event: SessionEvent, now: datetime) -> str:
+    kind = _kind(event).lower()
+    if is_ongoing(event, now):
+        return f"Ongoing {kind}: {_title(event)}"
+    return f"Next {kind}: {_title(event)}"
+
+
+def next_session_body(event: SessionEvent, tz: ZoneInfo, now: datetime) -> Rich:
+    head: list[Span] = [bold(f"{_kind(event)}: "), link(_title(event), event.url)]
+    if event.kind == "deadline":
+        head.append(Span(" (deadline)"))
+    blocks: list[Block] = [
+        Paragraph(tuple(head)),
+        para("When: ", format_span(event.start, event.end, tz, all_day=event.all_day)),
+    ]
+    venue = venue_zone(event, tz)
+    if venue is not None:
+        blocks.append(
+            para(f"Venue time ({zone_label(venue)}): ", format_span(event.start, event.end, venue))
+        )
+    if event.location:
+        blocks.append(para("Where: ", Span(shorten(event.location, TITLE_LIMIT))))
+    if event.status in STATUS_NOTES:
+        blocks.append(para("Status: ", bold(STATUS_NOTES[event.status])))
+    blocks.append(para(italic(countdown(event, now).capitalize() + ".")))
+    return tuple(blocks)
+
+
+NOTHING_AHEAD_TITLE = "No upcoming session"
+
+
+def nothing_ahead_body(last: SessionEvent | None, tz: ZoneInfo) -> Rich:
+    blocks: list[Block] = [para("No session, meeting or deadline is scheduled ahead.")]
+    if last is not None:
+        ended = format_span(last.start, last.end, tz, all_day=last.all_day)
+        blocks.append(
+            para(
+                f"The last one was {_kind(last).lower()} ",
+                link(_title(last), last.url),
+                f" ({ended}).",
+            )
+        )
+    return tuple(blocks)
+
+
+def sessions_title(count: int) -> str:
+    return "Next session" if count == 1 else f"Next {count} sessions"
+
+
+def session_line(event: SessionEvent, tz: ZoneInfo, now: datetime) -> tuple[Span, ...]:
+    spans = [
+        Span(format_span(event.start, event.end, tz, all_day=event.all_day)),
+        Span(f" · {_kind(event)}: "),
+        link(_title(event), event.url),
+    ]
+    if event.status in STATUS_TAGS:
+        spans.append(Span(STATUS_TAGS[event.status]))
+    if is_ongoing(event, now):
+        spans.append(italic(" — ongoing"))
+    return tuple(spans)
+
+
+def sessions_body(events: Sequence[SessionEvent], more: int, tz: ZoneInfo, now: datetime) -> Rich:
+    blocks: list[Block] = [Bullets(tuple(session_line(e, tz, now) for e in events))]
+    if more:
+        blocks.append(
+            para(f"… and {more} more; e.g. ", code(f"sessions {min(len(events) + more, 25)}"), ".")
+        )
+    return tuple(blocks)
+
+
+# ------------------------------------------------------------------------------- clauses
+
+CLAUSES_SHOWN = 30
+
+
+def clause_line(clause: Clause) -> tuple[Span, ...]:
+    return (
+        bold(f"Art. {clause.article}"),
+        Span(" — "),
+        Span(shorten(clause.title, TITLE_LIMIT) or "(untitled)"),
+        Span(" — "),
+        italic(clause.status),
+    )
+
+
+def clauses_title(mode: str, value: str) -> str:
+    if mode == "status":
+        return f"{value.capitalize()} clauses"
+    if mode == "word":
+        return f"Clauses mentioning “{shorten(value, ECHO_LIMIT)}”"
+    if mode == "all":
+        return "All tracked clauses"
+    return "Clauses not yet settled"
+
+
+def clauses_body(clauses: Sequence[Clause], example: str) -> Rich:
+    shown = list(clauses)[:CLAUSES_SHOWN]
+    blocks: list[Block] = [Bullets(tuple(clause_line(c) for c in shown))]
+    if len(clauses) > len(shown):
+        blocks.append(
+            para(f"… and {len(clauses) - len(shown)} more; narrow it down with a status or a word.")
+        )
+    blocks.append(para(italic("One in full: "), code(f"clause {example}")))
+    return tuple(blocks)
+
+
+def no_clauses_body(mode: str, value: str, tracked: int) -> Rich:
+    if tracked == 0:
+        return (para("No clauses are tracked yet."),)
+    if mode == "status":
+        return (
+            para(f"No clause is {value} at the moment. "),
+            para("Try ", code("clauses all"), "."),
+        )
+    if mode == "word":
+        return (
+            para("No clause mentions “", Span(shorten(value, ECHO_LIMIT)), "”."),
+            para("Try ", code("clauses"), " for those not yet settled."),
+        )
+    return (
+        para("Every tracked clause is settled (agreed or adopted)."),
+        para("Try ", code("clauses all"), "."),
+    )
+
+
+def clause_title(clause: Clause) -> str:
+    return f"Art. {clause.article} — {shorten(clause.title, TITLE_LIMIT) or '(untitled)'}"
+
+
+def clause_body(clause: Clause) -> Rich:
+    status: list[Span] = [Span("Status: "), bold(clause.status)]
+    if clause.updated is not None:
+        status.append(Span(f" (updated {clause.updated.strftime('%d %b %Y')})"))
+    blocks: list[Block] = [
+        para(bold(f"Art. {clause.article}"), " — ", Span(shorten(clause.title, TITLE_LIMIT))),
+        Paragraph(tuple(status)),
+    ]
+    if clause.summary:
+        blocks.append(para(Span(shorten(clause.summary, SUMMARY_LIMIT))))
+    if clause.concerns:
+        blocks.append(para("Concerns: ", Span(", ".join(clause.concerns))))
+    if clause.links:
+        blocks.append(para("Links:"))
+        blocks.append(Bullets(tuple((link(url, url),) for url in clause.links[:5])))
+    return tuple(blocks)
+
+
+SEVERAL_CLAUSES_TITLE = "Several clauses match"
+
+
+def several_clauses_body(query: str, clauses: Sequence[Clause]) -> Rich:
+    return (
+        para("Several clauses match “", Span(shorten(query, ECHO_LIMIT)), "”:"),
+        Bullets(tuple((*clause_line(c), Span(" — "), code(f"clause {c.id}")) for c in clauses)),
+    )
+
+
+UNKNOWN_CLAUSE_TITLE = "Unknown clause"
+
+
+def unknown_clause_body(query: str, close: Sequence[str]) -> Rich:
+    blocks: list[Block] = [
+        para("No tracked clause matches “", Span(shorten(query, ECHO_LIMIT)), "”."),
+    ]
+    if close:
+        spans: list[Span] = [Span("Did you mean ")]
+        for index, candidate in enumerate(close):
+            if index:
+                spans.append(Span(" or "))
+            spans.append(code(f"clause {candidate}"))
+        spans.append(Span("?"))
+        blocks.append(Paragraph(tuple(spans)))
+    blocks.append(para("Try ", code("clauses all"), " for the list."))
+    return tuple(blocks)
+
+
+# ------------------------------------------------------------------------------- news
+
+
+def news_title(word: str | None) -> str:
+    if word:
+        return f"Latest news about “{shorten(word, ECHO_LIMIT)}”"
+    return "Latest news"
+
+
+def news_line(item: NewsRecord, source_name: str, tz: ZoneInfo) -> tuple[Span, ...]:
+    when = item.published or item.seen_at
+    return (
+        bold(source_name),
+        Span(" · "),
+        link(shorten(item.title, TITLE_LIMIT) or "(untitled)", item.link),
+        Span(" · "),
+        Span(format_local(when, tz)),
+    )
+
+
+def news_body(lines: Sequence[tuple[Span, ...]]) -> Rich:
+    return (Bullets(tuple(lines)),)
+
+
+def no_news_body(word: str | None) -> Rich:
+    if word:
+        return (
+            para("No recent news item mentions “", Span(shorten(word, ECHO_LIMIT)), "”."),
+            para("Try ", code("news"), " for the latest of all."),
+        )
+    return (para("No matching news item has been seen yet."),)
+
+
+# ------------------------------------------------------------------------------- feeds
+
+FEEDS_TITLE = "Watched sources"
+KIND_NAMES = {"feed": "feed", "calendar": "calendar"}
+
+
+def _source_name(source: SourceView) -> Span:
+    name = shorten(source.name, TITLE_LIMIT) or source.id
+    href = source.url if source.url.startswith(("http://", "https://")) else None
+    return Span(name, "bold", href)
+
+
+def _is_failing(source: SourceView) -> bool:
+    return source.health.failures > 0
+
+
+def source_line(source: SourceView, tz: ZoneInfo) -> tuple[Span, ...]:
+    health = source.health
+    spans: list[Span] = [
+        _source_name(source),
+        Span(f" ({KIND_NAMES.get(source.kind, source.kind)}) — "),
+    ]
+    if health.failures > 0:
+        spans.append(bold("failing"))
+        spans.append(Span(f" ({plural(health.failures, 'failure')} in a row"))
+        if health.last_error:
+            spans.append(Span(", last error: "))
+            spans.append(code(shorten(health.last_error, ERROR_LIMIT)))
+        spans.append(Span(")"))
+    elif health.last_success is None:
+        spans.append(Span("not polled yet"))
+    else:
+        spans.append(Span("ok"))
+    if health.last_success is not None:
+        spans.append(Span(f" · last success {format_local(health.last_success, tz)}"))
+    elif health.failures > 0:
+        spans.append(Span(" · no successful poll yet"))
+    spans.append(Span(f" · every {humanize(source.every)}"))
+    return tuple(spans)
+
+
+def feeds_body(sources: Sequence[SourceView], tz: ZoneInfo) -> Rich:
+    if not sources:
+        return (
+            para(
+                "No feeds or calendars are watched yet. Maintainers add them in ",
+                code("config/feeds.yaml"),
+                " and ",
+                code("config/sessions.yaml"),
+                ".",
+            ),
+        )
+    failing = sum(1 for s in sources if _is_failing(s))
+    return (
+        para(f"{plural(len(sources), 'source')}: {len(sources) - failing} ok, {failing} failing."),
+        Bullets(tuple(source_line(s, tz) for s in sources)),
+    )
+
+
+# ------------------------------------------------------------------------------- status
+
+STATUS_TITLE = "Bot status"
+
+
+def status_runtime(
+    version: str,
+    started_at: datetime,
+    queued: int,
+    transports: Sequence[str],
+    tz: ZoneInfo,
+    now: datetime,
+) -> list[Block]:
+    return [
+        para(
+            "Version ",
+            bold(version),
+            f" · up {humanize(now - started_at)} (since {format_local(started_at, tz)})",
+        ),
+        para(f"Queued alerts: {queued}"),
+        para("Transports: ", ", ".join(transports) if transports else "none"),
+    ]
+
+
+STATUS_UNAVAILABLE = "Runtime details (version, uptime, queue) are not available here."
+
+
+def status_source_line(source: SourceView, tz: ZoneInfo) -> tuple[Span, ...]:
+    health = source.health
+    spans: list[Span] = [_source_name(source), Span(": ")]
+    if health.last_success is not None:
+        spans.append(Span(f"last success {format_local(health.last_success, tz)}"))
+    else:
+        spans.append(Span("no successful poll yet"))
+    if health.last_error:
+        spans.append(Span(" · last error"))
+        if health.last_error_at is not None:
+            spans.append(Span(f" at {format_local(health.last_error_at, tz)}"))
+        spans.append(Span(": "))
+        spans.append(code(shorten(health.last_error, ERROR_LIMIT)))
+        if health.failures > 0:
+            spans.append(Span(f" ({plural(health.failures, 'failure')} in a row)"))
+    else:
+        spans.append(Span(" · no errors"))
+    return tuple(spans)
+
+
+def status_body(runtime: list[Block], sources: Sequence[SourceView], tz: ZoneInfo) -> Rich:
+    blocks: list[Block] = list(runtime) if runtime else [para(STATUS_UNAVAILABLE)]
+    if sources:
+        blocks.append(para("Sources:"))
+        blocks.append(Bullets(tuple(status_source_line(s, tz) for s in sources)))
+    else:
+        blocks.append(para("No sources are watched."))
+    return tuple(blocks)
