@@ -70,5 +70,5 @@ def setup_logging(level: str = "info", fmt: str = "text") -> None:
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level.upper())
-    for noisy in ("aiohttp.access",):
+    for noisy in ("aiohttp.access", "nio", "slack_bolt", "slack_sdk"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

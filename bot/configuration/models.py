@@ -160,9 +160,39 @@ class Strict(BaseModel):
 # ----------------------------------------------------------------------------- bot.yaml
 
 
+def _slack_channel(value: str) -> str:
+    if not re.fullmatch(r"[CGD][A-Z0-9]{6,}", value):
+        raise ValueError(
+            f"{value!r} is not a Slack channel id; use the id such as C0123ABCD (channel "
+            "details, at the bottom), not the #name"
+        )
+    return value
+
+
+def _matrix_room(value: str) -> str:
+    if not re.fullmatch(r"![^\s:]+(:\S+)?", value):
+        raise ValueError(
+            f"{value!r} is not a Matrix room id; use the id such as !AbCdEf:example.org "
+            "(room settings, Advanced), not the #alias"
+        )
+    return value
+
+
+SlackChannelId = Annotated[
+    str,
+    AfterValidator(_slack_channel),
+    WithJsonSchema({"type": "string", "pattern": "^[CGD][A-Z0-9]{6,}$"}),
+]
+MatrixRoomId = Annotated[
+    str,
+    AfterValidator(_matrix_room),
+    WithJsonSchema({"type": "string", "pattern": "^![^\\s:]+(:\\S+)?$"}),
+]
+
+
 class ChannelTarget(Strict):
-    slack: Annotated[str, Field(pattern=r"^[CGD][A-Z0-9]{6,}$")] | None = None
-    matrix: Annotated[str, Field(pattern=r"^!\S+:\S+$")] | None = None
+    slack: SlackChannelId | None = None
+    matrix: MatrixRoomId | None = None
 
 
 class ReminderSettings(Strict):
