@@ -67,6 +67,9 @@ SourceConfig = FeedConfig | CalendarConfig
 #: How often the configuration files are checked for changes (seconds).
 CONFIG_POLL = 2.0
 
+#: How often the transports are asked whether something is wrong (a lost crypto store…).
+TRANSPORTS_EVERY = timedelta(seconds=30)
+
 #: How often reminders and YAML edits are looked at while running.
 SESSIONS_EVERY = timedelta(seconds=30)
 
@@ -118,6 +121,7 @@ class App:
         self.metrics.up_since.set(time.time())
         self.web: WebServer | None = None
         self._started: list[Transport] = []
+        self._reported_problems: dict[str, str | None] = {}
         self.started_at = self.clock.now()
         self._rules = {f.id: feed_rule(f) for f in config.feeds}
         self._pollers: dict[str, tuple[SourceConfig, asyncio.Task[None]]] = {}
@@ -513,6 +517,15 @@ class App:
             await self.web.start()
         await self._start_transports(read_input=True)
         self.supervisor.spawn("loop-lag", self._watch_loop_lag())
+        self.supervisor.spawn(
+            "transports",
+            periodic(
+                "transports",
+                self.stop_event,
+                self._transports_job,
+                first_delay=TRANSPORTS_EVERY.total_seconds(),
+            ),
+        )
         self.supervisor.spawn("delivery", self._delivery_loop())
         self.supervisor.spawn("sessions", periodic("sessions", self.stop_event, self._sessions_job))
         self._sync_pollers(first_run=True)
@@ -721,6 +734,37 @@ class App:
         if health.not_before is not None:
             delay = max(delay, health.not_before - self.clock.now())
         return delay
+
+    async def _transports_job(self) -> timedelta:
+        """Tell the ops channel once when a transport reports a (new) problem."""
+        for name, transport in self.transports.items():
+            problem = transport_problem(transport)
+            if problem is None or problem == self._reported_problems.get(name):
+                self._reported_problems[name] = problem
+                continue
+            self._reported_problems[name] = problem
+            log.error("transport problem transport=%s problem=%s", name, problem)
+            if not self.config.ops_channels:
+                continue
+            body = messages.transport_problem_body(name, problem)
+            await self._queue(
+                [
+                    Alert(
+                        kind="source-health",
+                        id=AlertId(
+                            f"transport:{name}:{digest(problem, self.started_at.isoformat())}"
+                        ),
+                        channels=tuple(ChannelName(c) for c in self.config.ops_channels),
+                        source=f"transport:{name}",
+                        title=messages.transport_problem_title(name),
+                        url=None,
+                        text=render_plain(body),
+                        at=self.clock.now(),
+                        body=body,
+                    )
+                ]
+            )
+        return TRANSPORTS_EVERY
 
     async def _sessions_job(self) -> timedelta:
         alerts = await self.evaluate()

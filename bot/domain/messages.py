@@ -277,3 +277,14 @@ def apology(reference: str) -> tuple[str, Rich]:
             ),
         ),
     )
+
+
+def transport_problem_title(transport: str) -> str:
+    return f"{transport.capitalize()} needs attention"
+
+
+def transport_problem_body(transport: str, problem: str) -> Rich:
+    return (
+        para(bold(f"{transport.capitalize()}: "), problem),
+        para("Alerts for it are kept in the outbox and sent once this is fixed."),
+    )
