@@ -70,6 +70,9 @@ CONFIG_POLL = 2.0
 #: How often the transports are asked whether something is wrong (a lost crypto store…).
 TRANSPORTS_EVERY = timedelta(seconds=30)
 
+#: How long a stop may spend delivering what is due (seconds).
+SHUTDOWN_BUDGET = 10.0
+
 #: How often reminders and YAML edits are looked at while running.
 SESSIONS_EVERY = timedelta(seconds=30)
 
@@ -538,7 +541,11 @@ class App:
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.remove_signal_handler(sig)
         await self.supervisor.stop()
-        await outbox.deliver_due()
+        try:  # what is due goes out now, within a budget; the rest waits in the outbox
+            async with asyncio.timeout(SHUTDOWN_BUDGET):
+                await outbox.deliver_due()
+        except TimeoutError:
+            log.warning("stopping before every alert was sent; they are kept for the next start")
         await self._stop_transports()
         if self.web is not None:
             await self.web.stop()
