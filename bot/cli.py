@@ -15,7 +15,7 @@ from bot import __version__
 from bot.app import App
 from bot.clock import Clock, FixedClock, SystemClock
 from bot.configuration import Config, load_config
-from bot.configuration.schema import all_schemas, schema_filename, schema_for
+from bot.configuration.schema import all_schemas, markdown, schema_filename, schema_for
 from bot.errors import ConfigError, StoreError, TreatyBotError
 from bot.logs import setup_logging
 
@@ -86,6 +86,9 @@ def build_parser() -> argparse.ArgumentParser:
     schema.add_argument(
         "--write", metavar="DIR", help="write one <file>.schema.json per file into DIR instead"
     )
+    schema.add_argument(
+        "--markdown", action="store_true", help="print the reference of every key as Markdown"
+    )
 
     once = sub.add_parser(
         "once", parents=[common], help="poll every source once, deliver what is due, exit"
@@ -133,6 +136,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     setup_logging(args.log_level, args.log_format)
 
     if args.command == "schema":
+        if args.markdown:
+            print(markdown(), end="")
+            return EXIT_OK
         return _schema(args.file, args.write)
 
     config = _load(args.config)

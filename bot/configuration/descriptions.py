@@ -1,0 +1,106 @@
+"""What each configuration key means, in words for maintainers.
+
+Used for the JSON Schemas (editors show it on hover) and for docs/configuration.md, which
+``treaty-bot schema --markdown`` writes. A test checks that every key has a description.
+Paths: ``a.b`` for nested keys, ``[]`` for the items of a list, ``<name>`` for the keys of a map.
+"""
+
+from __future__ import annotations
+
+DESCRIPTIONS: dict[str, dict[str, str]] = {
+    "bot.yaml": {
+        "timezone": "The coalition's time zone (IANA name): dates are shown in it, and "
+        "datetimes written without an offset are read in it.",
+        "storage": "The state file (TinyDB JSON), relative to the working directory. Only one "
+        "bot may use it at a time; back it up by copying it.",
+        "channels": "Logical channels (alerts, ops, …) and where each lives. `{}` means "
+        "nowhere but the console. Alerts about failing sources go to `ops`.",
+        "channels.<name>": "One logical channel.",
+        "channels.<name>.slack": "The Slack channel id (C0123ABCD), not its #name.",
+        "channels.<name>.matrix": "The Matrix room id (!AbCdEf:example.org), not its #alias.",
+        "reminders": "Reminders before sessions, meetings and deadlines.",
+        "reminders.lead_times": "When to remind before each start; `0m` is at the start.",
+        "reminders.channels": "Where reminders and session changes go, unless an entry says.",
+        "slack": "Slack settings (the tokens come from the environment).",
+        "slack.mode": "`socket` (Socket Mode: no public URL needed) or `http` (Slack calls "
+        "the bot's HTTP server at /slack/events).",
+        "http": "The bot's own HTTP server: /healthz, /metrics and Slack's HTTP endpoint.",
+        "http.host": "The address to listen on; 127.0.0.1 keeps it private to the machine.",
+        "http.port": "The port; 0 turns the server off (not possible in Slack http mode).",
+        "matrix": "Matrix settings (the credentials come from the environment).",
+        "matrix.command_prefix": "What starts a command in a Matrix room.",
+        "admins": "Who may run the admin commands `status` and `reload`.",
+        "admins.slack": "Slack user ids (U0123ABCD).",
+        "admins.matrix": "Matrix user ids (@alice:example.org).",
+        "fetch": "How feeds and calendars are fetched.",
+        "fetch.timeout": "The most one request may take, body included.",
+        "fetch.max_bytes": "The largest body accepted (after decompression), e.g. 5MB.",
+        "fetch.per_host": "At most this many requests in flight to one host.",
+        "fetch.max_in_flight": "At most this many requests in flight overall.",
+        "fetch.backoff_cap": "The longest wait between polls of a failing source.",
+    },
+    "feeds.yaml": {
+        "defaults": "Values for every feed that does not set its own.",
+        "feeds": "The news feeds to watch (RSS, Atom, JSON Feed).",
+        "feeds[].id": "A unique id: lower-case letters, digits and dashes.",
+        "feeds[].name": "The name shown in alerts (default: the id).",
+        "feeds[].url": "The feed's http(s) address.",
+    },
+    "sessions.yaml": {
+        "calendars": "iCalendar (.ics) sources of sessions, over http(s) or as a file.",
+        "calendars[].id": "A unique id (also among feeds).",
+        "calendars[].name": "The name shown in alerts (default: the id).",
+        "calendars[].url": "An http(s) address, or a path relative to the config directory.",
+        "calendars[].every": "How often to fetch it (at least 1m).",
+        "calendars[].match": "Keep only events whose summary or description has one of these.",
+        "calendars[].exclude": "Drop events whose summary or description has one of these.",
+        "calendars[].channels": "Where its reminders and changes go.",
+        "calendars[].kind": "What its events are: session, informal or deadline.",
+        "calendars[].timezone": "The zone for times without one (else X-WR-TIMEZONE, then "
+        "bot.yaml's).",
+        "calendars[].lead_times": "Reminder lead times for its events (default: bot.yaml's).",
+        "calendars[].failures_before_alert": "Failed fetches in a row before the ops alert.",
+        "sessions": "Sessions, meetings and deadlines written by hand.",
+        "sessions[].id": "A unique id: lower-case letters, digits and dashes.",
+        "sessions[].title": "What it is called.",
+        "sessions[].kind": "session, informal (a meeting) or deadline.",
+        "sessions[].start": "When it starts: a date (all day) or a datetime; without an "
+        "offset it is read in `timezone`.",
+        "sessions[].end": "When it ends (a date is the last day, included).",
+        "sessions[].timezone": "The venue's time zone; dates are shown in it too.",
+        "sessions[].location": "The venue and city.",
+        "sessions[].url": "Where to read more (an http(s) address).",
+        "sessions[].status": "scheduled, tentative, postponed, cancelled or concluded; "
+        "changing it posts a change alert.",
+        "sessions[].channels": "Where its reminders and changes go (default: reminders.channels).",
+        "sessions[].lead_times": "Its own reminder lead times.",
+        "sessions[].notes": "A note for maintainers and the `sessions` answers.",
+    },
+    "clauses.yaml": {
+        "channels": "Where clause status changes are posted.",
+        "clauses": "The provisions the coalition tracks.",
+        "clauses[].id": "A unique id such as art-4; `clause 4` also finds it by article.",
+        "clauses[].article": 'The article number as written, e.g. "4", "7-10", "28(4)".',
+        "clauses[].title": "The article's title.",
+        "clauses[].status": "open, contested, agreed, adopted, reserved or deferred; "
+        "changing it posts a clause alert.",
+        "clauses[].summary": "One or two sentences in plain words.",
+        "clauses[].concerns": "Short tags: scope, human-rights, surveillance, …",
+        "clauses[].links": "Analyses and sources (http(s) addresses).",
+        "clauses[].updated": "When this entry was last reviewed (a date).",
+    },
+}
+
+_FEED_KEYS = {
+    "every": "How often to poll (at least 1m).",
+    "channels": "Where its news alerts go.",
+    "match": "Post an item only if its title or summary has one of these: words or phrases "
+    "(case-insensitive, whole words) or /regex/. Empty: every item.",
+    "exclude": "Never post an item that has one of these.",
+    "backfill": "On the first poll, post the N newest matching items (0: none).",
+    "max_new_items": "More new items than this in one poll become one summary alert.",
+    "failures_before_alert": "Failed polls in a row before the ops channel is told.",
+}
+for _key, _text in _FEED_KEYS.items():
+    DESCRIPTIONS["feeds.yaml"][f"defaults.{_key}"] = _text
+    DESCRIPTIONS["feeds.yaml"][f"feeds[].{_key}"] = _text
