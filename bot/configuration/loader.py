@@ -344,6 +344,16 @@ def _cross_check(
                         "end is before start",
                     )
                 )
+    if bot is not None and bot.slack.mode == "http" and bot.http.port == 0:
+        loc = ["http", "port"]
+        problems.append(
+            Problem(
+                "bot.yaml",
+                docs["bot.yaml"].line_of(loc),
+                _dotted(loc),
+                "Slack http mode needs the HTTP server: set a port (Slack calls /slack/events)",
+            )
+        )
     return problems
 
 

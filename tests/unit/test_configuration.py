@@ -282,3 +282,8 @@ def test_every_problem_reported_in_one_run(config_dir: ConfigFactory) -> None:
     assert len(found) == 7, rendered
     assert rendered[0].startswith("bot.yaml:1: timezone:")
     assert all(":" in r.split(" ")[0] for r in rendered)
+
+
+def test_slack_http_mode_needs_the_server(config_dir: ConfigFactory) -> None:
+    p = only(config_dir(bot="channels: {}\nslack: {mode: http}\nhttp:\n  port: 0\n"))
+    assert (p.file, p.line, p.path) == ("bot.yaml", 4, "http.port")
