@@ -9,7 +9,7 @@ from zoneinfo import ZoneInfo
 from bot.domain.durations import humanize
 from bot.domain.model import Clause, FeedItem, SessionEvent
 from bot.domain.text import Bullets, Paragraph, Rich, Span, bold, italic, link, para, shorten
-from bot.domain.timefmt import format_local, format_span
+from bot.domain.timefmt import event_span, format_local, format_span
 
 SUMMARY_LIMIT = 400
 TITLE_LIMIT = 300
@@ -95,7 +95,7 @@ KIND_NAMES = {"session": "Session", "informal": "Meeting", "deadline": "Deadline
 
 def when_lines(event: SessionEvent, tz: ZoneInfo) -> list[Span]:
     """The event's dates in the coalition's zone and, if another, in the venue's."""
-    spans = [Span(format_span(event.start, event.end, tz, all_day=event.all_day))]
+    spans = [Span(event_span(event, tz))]
     venue = ZoneInfo(event.timezone) if event.timezone else None
     if venue is not None and not event.all_day and venue.key != tz.key:
         local = format_span(event.start, event.end, venue)
@@ -183,8 +183,8 @@ def session_change_body(
         para(bold(f"{kind} {CHANGE_WORDS.get(what, what)}: "), link(title, event.url))
     ]
     if what == "rescheduled" and old is not None and new is not None:
-        was = format_span(old.start, old.end, tz, all_day=old.all_day)
-        now_ = format_span(new.start, new.end, tz, all_day=new.all_day)
+        was = event_span(old, tz)
+        now_ = event_span(new, tz)
         blocks.append(para(f"{was} → {now_}"))
     elif what == "moved" and old is not None and new is not None:
         blocks.append(para(f"{old.location or '(no venue)'} → {new.location or '(no venue)'}"))
@@ -193,9 +193,7 @@ def session_change_body(
     elif what == "added" and new is not None:
         blocks.extend(event_details(new, tz, now)[:-1] if new.url else event_details(new, tz, now))
     elif what == "removed" and old is not None:
-        blocks.append(
-            para(f"It was planned for {format_span(old.start, old.end, tz, all_day=old.all_day)}.")
-        )
+        blocks.append(para(f"It was planned for {event_span(old, tz)}."))
     return tuple(blocks)
 
 

@@ -21,7 +21,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from bot.domain.durations import humanize
 from bot.domain.model import Clause, NewsRecord, SessionEvent, SourceView
 from bot.domain.text import Block, Bullets, Paragraph, Rich, Span, bold, italic, link, para, shorten
-from bot.domain.timefmt import format_local, format_span
+from bot.domain.timefmt import event_span, format_local, format_span
 
 TITLE_LIMIT = 200
 SUMMARY_LIMIT = 600
@@ -308,7 +308,7 @@ def next_session_body(event: SessionEvent, tz: ZoneInfo, now: datetime) -> Rich:
         head.append(Span(" (deadline)"))
     blocks: list[Block] = [
         Paragraph(tuple(head)),
-        para("When: ", format_span(event.start, event.end, tz, all_day=event.all_day)),
+        para("When: ", event_span(event, tz)),
     ]
     venue = venue_zone(event, tz)
     if venue is not None:
@@ -329,7 +329,7 @@ NOTHING_AHEAD_TITLE = "No upcoming session"
 def nothing_ahead_body(last: SessionEvent | None, tz: ZoneInfo) -> Rich:
     blocks: list[Block] = [para("No session, meeting or deadline is scheduled ahead.")]
     if last is not None:
-        ended = format_span(last.start, last.end, tz, all_day=last.all_day)
+        ended = event_span(last, tz)
         blocks.append(
             para(
                 f"The last one was {_kind(last).lower()} ",
@@ -346,7 +346,7 @@ def sessions_title(count: int) -> str:
 
 def session_line(event: SessionEvent, tz: ZoneInfo, now: datetime) -> tuple[Span, ...]:
     spans = [
-        Span(format_span(event.start, event.end, tz, all_day=event.all_day)),
+        Span(event_span(event, tz)),
         Span(f" · {_kind(event)}: "),
         link(_title(event), event.url),
     ]

@@ -5,6 +5,8 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
+from bot.domain.model import SessionEvent
+
 
 def format_local(instant: datetime, tz: ZoneInfo) -> str:
     """``Sat 28 Nov 2026, 10:00 CET``."""
@@ -42,3 +44,11 @@ def format_span(
         + local_end.strftime("%a %d %b %Y, %H:%M ")
         + (local_end.tzname() or tz.key)
     )
+
+
+def event_span(event: SessionEvent, tz: ZoneInfo) -> str:
+    """An event's dates in ``tz``; an all-day event keeps the days of its own zone (the last
+    day of a meeting in New York is that day, wherever the reader is)."""
+    if event.all_day and event.timezone:
+        return format_span(event.start, event.end, ZoneInfo(event.timezone), all_day=True)
+    return format_span(event.start, event.end, tz, all_day=event.all_day)
