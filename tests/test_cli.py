@@ -279,7 +279,7 @@ def test_run_posts_stops_cleanly_and_holds_the_lock(tmp_path: Path, www: tuple[P
         second = cli("once", "--config", str(config))
         assert second.returncode == 1 and "in use" in second.stderr
         proc.send_signal(signal.SIGTERM)
-        out, err = proc.communicate(timeout=30)
+        _, err = proc.communicate(timeout=30)
     finally:
         if proc.poll() is None:
             proc.kill()
