@@ -76,6 +76,52 @@ def health_rule(feed: FeedConfig, ops: tuple[str, ...]) -> HealthRule:
     )
 
 
+def _without_new_content(
+    source: str,
+    record: SourceRecord,
+    hrule: HealthRule,
+    result: FetchResult,
+    now: datetime,
+    *,
+    initialized: bool,
+) -> PollOutcome | tuple[Fetched, str]:
+    """The outcome of a poll that brought nothing new (a failure, a 304, the same body as last
+    time), or the fetched body and its digest when there is something to parse."""
+    if isinstance(result, FetchFailed):
+        not_before = now + result.retry_after if result.retry_after else None
+        h = plan_health(hrule, record.health, result.reason, now, not_before=not_before)
+        return PollOutcome(
+            source,
+            replace(record, health=h.health),
+            h.alerts,
+            (),
+            True,
+            result.kind,
+            result.reason,
+        )
+    if isinstance(result, NotModified):
+        h = plan_health(hrule, record.health, None, now)
+        return PollOutcome(
+            source, replace(record, health=h.health), h.alerts, (), h.changed, "not_modified"
+        )
+    body_hash = hashlib.sha256(result.body).hexdigest()
+    if body_hash == record.validators.body_hash and initialized:
+        h = plan_health(hrule, record.health, None, now)
+        return PollOutcome(
+            source, replace(record, health=h.health), h.alerts, (), h.changed, "unchanged"
+        )
+    return result, body_hash
+
+
+def _parse_failed(
+    source: str, record: SourceRecord, hrule: HealthRule, reason: str, now: datetime
+) -> PollOutcome:
+    h = plan_health(hrule, record.health, reason, now)
+    return PollOutcome(
+        source, replace(record, health=h.health), h.alerts, (), True, "parse_error", reason
+    )
+
+
 async def poll_feed(
     fetcher: HttpFetcher,
     feed: FeedConfig,
@@ -92,52 +138,21 @@ async def poll_feed(
         return PollOutcome(feed.id, record, (), (), False, "skipped")
 
     result = await fetcher.fetch(feed.url, record.validators)
-
-    if isinstance(result, FetchFailed):
-        not_before = now + result.retry_after if result.retry_after else None
-        h = plan_health(hrule, record.health, result.reason, now, not_before=not_before)
-        return PollOutcome(
-            feed.id,
-            replace(record, health=h.health),
-            h.alerts,
-            (),
-            True,
-            result.kind,
-            result.reason,
-        )
-
-    if isinstance(result, NotModified):
-        h = plan_health(hrule, record.health, None, now)
-        return PollOutcome(
-            feed.id, replace(record, health=h.health), h.alerts, (), h.changed, "not_modified"
-        )
-
-    assert isinstance(result, Fetched)
-    body_hash = hashlib.sha256(result.body).hexdigest()
-    if body_hash == record.validators.body_hash and record.feed.initialized:
-        h = plan_health(hrule, record.health, None, now)
-        return PollOutcome(
-            feed.id, replace(record, health=h.health), h.alerts, (), h.changed, "unchanged"
-        )
-
-    parsed = await asyncio.to_thread(parse_feed, result.body, result.content_type)
+    settled = _without_new_content(
+        feed.id, record, hrule, result, now, initialized=record.feed.initialized
+    )
+    if isinstance(settled, PollOutcome):
+        return settled
+    fetched, body_hash = settled
+    parsed = await asyncio.to_thread(parse_feed, fetched.body, fetched.content_type)
     if isinstance(parsed, ParseFailed):
-        h = plan_health(hrule, record.health, parsed.reason, now)
-        return PollOutcome(
-            feed.id,
-            replace(record, health=h.health),
-            h.alerts,
-            (),
-            True,
-            "parse_error",
-            parsed.reason,
-        )
+        return _parse_failed(feed.id, record, hrule, parsed.reason, now)
     if parsed.warning:
         log.info("feed parsed with a warning source=%s warning=%s", feed.id, parsed.warning)
 
     plan = plan_feed(rule or feed_rule(feed), record.feed, parsed.items, now, tz)
     h = plan_health(hrule, record.health, None, now)
-    validators = Validators(result.etag, result.last_modified, body_hash)
+    validators = Validators(fetched.etag, fetched.last_modified, body_hash)
     new_record = SourceRecord(feed.id, validators, plan.state, h.health)
     changed = plan.changed or h.changed or validators != record.validators
     return PollOutcome(
@@ -212,35 +227,17 @@ async def poll_calendar(
         return PollOutcome(calendar.id, record, (), (), False, "skipped")
 
     result = await fetch_calendar(fetcher, calendar, record.validators)
-    if isinstance(result, FetchFailed):
-        not_before = now + result.retry_after if result.retry_after else None
-        h = plan_health(hrule, record.health, result.reason, now, not_before=not_before)
-        return PollOutcome(
-            calendar.id,
-            replace(record, health=h.health),
-            h.alerts,
-            (),
-            True,
-            result.kind,
-            result.reason,
-        )
-    if isinstance(result, NotModified):
-        h = plan_health(hrule, record.health, None, now)
-        return PollOutcome(
-            calendar.id, replace(record, health=h.health), h.alerts, (), h.changed, "not_modified"
-        )
-    body_hash = hashlib.sha256(result.body).hexdigest()
-    if body_hash == record.validators.body_hash and snapshot.initialized:
-        h = plan_health(hrule, record.health, None, now)
-        return PollOutcome(
-            calendar.id, replace(record, health=h.health), h.alerts, (), h.changed, "unchanged"
-        )
-
+    settled = _without_new_content(
+        calendar.id, record, hrule, result, now, initialized=snapshot.initialized
+    )
+    if isinstance(settled, PollOutcome):
+        return settled
+    fetched, body_hash = settled
     default_tz = ZoneInfo(calendar.timezone) if calendar.timezone else tz
     parsed = await asyncio.to_thread(
         functools.partial(
             parse_calendar,
-            result.body,
+            fetched.body,
             source=calendar.id,
             kind=calendar.kind,
             default_tz=default_tz,
@@ -254,16 +251,7 @@ async def poll_calendar(
         )
     )
     if isinstance(parsed, CalendarFailed):
-        h = plan_health(hrule, record.health, parsed.reason, now)
-        return PollOutcome(
-            calendar.id,
-            replace(record, health=h.health),
-            h.alerts,
-            (),
-            True,
-            "parse_error",
-            parsed.reason,
-        )
+        return _parse_failed(calendar.id, record, hrule, parsed.reason, now)
     for warning in parsed.warnings:
         log.warning("calendar event skipped source=%s warning=%s", calendar.id, warning)
     events = [
@@ -280,7 +268,7 @@ async def poll_calendar(
         channels=calendar.channels,
     )
     h = plan_health(hrule, record.health, None, now)
-    validators = Validators(result.etag, result.last_modified, body_hash)
+    validators = Validators(fetched.etag, fetched.last_modified, body_hash)
     new_record = replace(record, validators=validators, health=h.health)
     return PollOutcome(
         calendar.id,

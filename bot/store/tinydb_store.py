@@ -14,7 +14,6 @@ import fcntl
 import json
 import logging
 import os
-import tempfile
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -28,6 +27,7 @@ from bot.domain.clauses import ClauseSnapshot
 from bot.domain.model import Delivery, NewsRecord, SourceRecord
 from bot.domain.sessions import ReminderState, Snapshot
 from bot.errors import StoreCorrupt, StoreError, StoreLocked
+from bot.files import write_atomically
 from bot.store import codec
 from bot.store.base import Changes
 
@@ -70,27 +70,6 @@ def _decode(path: Path, raw: bytes) -> dict[str, Any]:
             f"written by another version (schema {meta.get('schema')}). {hint}", resource=str(path)
         )
     return data
-
-
-def write_atomically(path: Path, payload: bytes) -> None:
-    """Replace ``path`` with ``payload`` so that a crash leaves the old or the new file."""
-    directory = path.parent
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(payload)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    dir_fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
 
 
 class AtomicJSONStorage(Storage):

@@ -53,7 +53,6 @@ import logging
 import os
 import random
 import re
-import tempfile
 from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -68,6 +67,7 @@ from bot.clock import Clock, SystemClock
 from bot.domain.model import Alert, ChannelName
 from bot.domain.text import Bullets, Paragraph, Rich, Span, shorten
 from bot.errors import DeliveryError
+from bot.files import write_atomically
 from bot.transports.base import Answer, Capabilities, CommandHandler, Inbound
 
 log = logging.getLogger(__name__)
@@ -316,24 +316,8 @@ def _final(resp: Any) -> bool:
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
-    """Write ``data`` as JSON to ``path``: temp file, fsync, rename, owner-only permissions."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(data, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    with contextlib.suppress(OSError):
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+    """Write ``data`` as JSON to ``path``, crash-safe, with owner-only permissions."""
+    write_atomically(path, json.dumps(data).encode())
 
 
 def read_json(path: Path) -> dict[str, Any] | None:
