@@ -105,6 +105,7 @@ class App:
         dry_run: bool = False,
         stream: TextIO | None = None,
         environ: Mapping[str, str] | None = None,
+        transports: Mapping[str, Transport] | None = None,
     ) -> None:
         self.config = config
         self.clock: Clock = clock or SystemClock()
@@ -113,6 +114,7 @@ class App:
         self.environ = dict(os.environ if environ is None else environ)
         self.console = ConsoleTransport(fmt=fmt, tz=config.tz, stream=stream)
         self.transports: dict[str, Transport] = {}
+        self._given_transports = transports
         self.store: AsyncStore | None = None
         self.fetcher: HttpFetcher | None = None
         self.outbox: Outbox | None = None
@@ -148,7 +150,11 @@ class App:
                 now=self.clock.now,
             )
             await self.fetcher.__aenter__()
-            self.transports = self._build_transports()
+            self.transports = (
+                dict(self._given_transports)
+                if self._given_transports is not None
+                else self._build_transports()
+            )
             if "console" in self.transports and not self.dry_run:
                 self.console.open_journal(self.config.bot.storage + ".console")
             self.outbox = Outbox(

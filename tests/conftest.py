@@ -48,6 +48,7 @@ def config_dir(tmp_path: Path) -> ConfigFactory:
             channels:
               alerts: {{}}
               ops: {{}}
+            http: {{port: 0}}
             """,
         )
         for name, text in files.items():
