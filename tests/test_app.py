@@ -1,0 +1,76 @@
+"""The composition root's own duties: ops alerts for transport and delivery trouble."""
+
+from __future__ import annotations
+
+from bot.app import App
+from bot.configuration import load_config
+from bot.domain.model import Alert, ChannelName
+from bot.errors import DeliveryError
+from bot.transports.base import Capabilities, CommandHandler
+from tests.conftest import ConfigFactory
+
+
+class Troubled:
+    name = "fake"
+    capabilities = Capabilities(max_text=1000, rich=False)
+
+    def __init__(self) -> None:
+        self.trouble: str | None = None
+        self.posted: list[tuple[str, str]] = []
+        self.refuse: set[str] = set()
+
+    async def start(self, on_command: CommandHandler) -> None:
+        pass
+
+    async def stop(self) -> None:
+        pass
+
+    def problem(self) -> str | None:
+        return self.trouble
+
+    def reaches(self, channel: ChannelName) -> bool:
+        return True
+
+    async def send(self, channel: ChannelName, alert: Alert, key: str) -> None:
+        if channel in self.refuse:
+            raise DeliveryError(f"channel_not_found: invite the bot to #{channel}", permanent=True)
+        self.posted.append((channel, alert.title))
+
+    async def was_delivered(self, channel: ChannelName, alert: Alert, key: str) -> bool:
+        return False
+
+
+async def test_a_transport_problem_is_told_to_ops_once(config_dir: ConfigFactory) -> None:
+    fake = Troubled()
+    async with App(load_config(config_dir()), transports={"fake": fake}) as app:
+        assert app.outbox is not None
+        await app._transports_job()
+        fake.trouble = "the crypto store data/matrix/crypto was lost; restore it from a backup"
+        await app._transports_job()
+        await app._transports_job()  # the same problem again: nothing new
+        await app.outbox.deliver_due()
+        assert [c for c, _ in fake.posted] == ["ops"]
+        fake.trouble = None
+        await app._transports_job()
+        fake.trouble = "cannot reach the homeserver"
+        await app._transports_job()
+        await app.outbox.deliver_due()
+        assert [t for _, t in fake.posted] == ["Fake needs attention", "Fake needs attention"]
+
+
+async def test_a_channel_that_refuses_posts_is_told_to_ops(config_dir: ConfigFactory) -> None:
+    fake = Troubled()
+    fake.refuse.add(ChannelName("alerts"))
+    directory = config_dir(
+        clauses="clauses:\n  - {id: art-4, article: '4', title: Scope, status: open}\n"
+    )
+    async with App(load_config(directory), transports={"fake": fake}) as app:
+        assert app.outbox is not None
+        await app.evaluate()  # first look: remembers the clause
+        (directory / "clauses.yaml").write_text(
+            "clauses:\n  - {id: art-4, article: '4', title: Scope, status: contested}\n"
+        )
+        assert await app.reload() == []
+        await app.outbox.deliver_due()
+        await app.outbox.deliver_due()
+        assert fake.posted == [("ops", "Cannot post to #alerts on Fake")]
