@@ -11,12 +11,15 @@ import hashlib
 import io
 import json
 import re
+import xml.parsers.expat
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from html.parser import HTMLParser
 from typing import Any
 
 import feedparser
+import feedparser.encodings as feedparser_encodings
+import feedparser.sanitizer as feedparser_sanitizer
 
 from bot.domain.model import FeedItem
 
@@ -129,13 +132,18 @@ def parse_feed(body: bytes, content_type: str | None = None) -> ParsedFeed | Par
     stripped = body.lstrip()
     if stripped[:1] == b"{" or (content_type and "json" in content_type.lower()):
         return _parse_json_feed(body)
-    headers = {"content-type": content_type} if content_type else {}
-    result = feedparser.parse(
-        io.BytesIO(body),
-        response_headers=headers,
-        sanitize_html=False,
-        resolve_relative_uris=False,
-    )
+    read = _read_xml(body, content_type)
+    if isinstance(read, ParseFailed):
+        return read
+    result, text = read
+    if not result.get("version") and not result.entries and _misdeclared_utf8(body, result):
+        # UTF-8 that declares another encoding (.NET writers declare utf-16): feedparser
+        # believed the declaration, read nonsense, or not, depending on the length's parity
+        again = _read_xml(body, _as_utf8(content_type))
+        if isinstance(again, ParseFailed):
+            return again
+        if again[0].get("version") or again[0].entries:
+            result, text = again
     bozo = result.get("bozo_exception")
     if not result.get("version") and not result.entries:
         if not stripped:
@@ -145,8 +153,16 @@ def parse_feed(body: bytes, content_type: str | None = None) -> ParsedFeed | Par
         if bozo is not None:
             return ParseFailed(f"not a feed: {_describe(bozo)}")
         return ParseFailed("not a feed: no RSS, Atom or JSON Feed document found")
+    entries = list(result.entries)
+    cut_off = 0
+    if bozo is not None:
+        # a document cut short ends in an item that feedparser still reports, with whatever
+        # fields came before the cut (a key from its link or title instead of its guid): only
+        # items whose end tag arrived are complete
+        cut_off = max(0, len(entries) - len(_ITEM_END.findall(text)))
+        entries = entries[: len(entries) - cut_off]
     items = []
-    for entry in result.entries[:MAX_ITEMS]:
+    for entry in entries[:MAX_ITEMS]:
         title = _detail_text(entry, "title")
         summary = _detail_text(entry, "summary")
         link = _safe_link(entry.get("link"))
@@ -157,7 +173,96 @@ def parse_feed(body: bytes, content_type: str | None = None) -> ParsedFeed | Par
         )
     feed_title = _detail_text(result.feed, "title") or None
     warning = f"feed is not well-formed: {_describe(bozo)}" if bozo is not None else None
+    if warning and cut_off:
+        warning += f"; {cut_off} incomplete item(s) at the end left out"
     return ParsedFeed(feed_title, tuple(items), warning)
+
+
+_ITEM_END = re.compile(rb"</(?:[\w.-]+:)?(?:item|entry)\s*>", re.IGNORECASE)
+_CHARACTER_REFERENCE = re.compile(r"&#\w+;")
+_ENTITIES_REFUSED = (
+    "not a feed: the document declares XML entities, which are refused "
+    "(they can exhaust memory or read local files)"
+)
+
+
+class _Stop(Exception):
+    pass
+
+
+def _read_xml(body: bytes, content_type: str | None) -> tuple[Any, bytes] | ParseFailed:
+    """feedparser's result and the UTF-8 text it read, unless the text declares entities."""
+    headers = {"content-type": content_type} if content_type else {}
+    # the same conversion feedparser makes first, so that no encoding hides a declaration
+    text: bytes = feedparser_encodings.convert_to_utf8(dict(headers), body, {})
+    if _declares_entities(text):
+        return ParseFailed(_ENTITIES_REFUSED)
+    result = feedparser.parse(
+        io.BytesIO(body),
+        response_headers=headers,
+        sanitize_html=False,
+        resolve_relative_uris=False,
+    )
+    return result, text
+
+
+def _declares_entities(text: bytes) -> bool:
+    """Whether the document declares an entity other than one character.
+
+    Only ``<!ENTITY nbsp "&#160;">`` and the like are let through. feedparser drops external
+    and nested declarations but keeps those whose value is plain text, and its fallback parser
+    expands them without limit: a 100 KB entity used 10 000 times is a gigabyte. Declarations
+    are looked for the way each parser will find them: in the entities ``replace_doctype``
+    hands to the fallback parser, and by expat, up to the root element, in the document as
+    sent and as ``replace_doctype`` rewrites it for the strict parser.
+    """
+    _version, rewritten, loose_entities = feedparser_sanitizer.replace_doctype(text)
+    if any(not _CHARACTER_REFERENCE.fullmatch(value) for value in loose_entities.values()):
+        return True
+    return _expat_declares_entities(text) or _expat_declares_entities(rewritten)
+
+
+def _expat_declares_entities(text: bytes) -> bool:
+    def on_entity(
+        name: str,
+        is_parameter_entity: bool,
+        value: str | None,
+        base: str | None,
+        system_id: str,
+        public_id: str | None,
+        notation_name: str | None,
+    ) -> None:
+        if is_parameter_entity or value is None or len(value) > 1:
+            raise _Stop(name)
+
+    def on_root(name: str, attributes: Any) -> None:
+        raise _Stop()
+
+    parser = xml.parsers.expat.ParserCreate()
+    parser.EntityDeclHandler = on_entity
+    parser.StartElementHandler = on_root
+    try:
+        parser.Parse(text, True)
+    except _Stop as stop:
+        return bool(stop.args)
+    except xml.parsers.expat.ExpatError:
+        pass  # expat stops here too, before it could expand a reference
+    return False
+
+
+def _misdeclared_utf8(body: bytes, result: Any) -> bool:
+    if str(result.get("encoding") or "").lower().replace("_", "-") in ("utf-8", "utf8"):
+        return False
+    try:
+        body.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def _as_utf8(content_type: str | None) -> str:
+    media_type = (content_type or "").split(";", 1)[0].strip() or "application/xml"
+    return f"{media_type}; charset=utf-8"
 
 
 def _describe(err: Any) -> str:

@@ -30,6 +30,7 @@ USER_AGENT = (
     "+https://github.com/treaty-watch/treaty-bot)"
 )
 MAX_RETRY_AFTER = timedelta(hours=24)
+CONNECT_TIMEOUT = 10.0
 
 FailureKind = Literal["http_error", "timeout", "too_large", "connection_error"]
 
@@ -116,7 +117,7 @@ class HttpFetcher:
         self._session = aiohttp.ClientSession(
             connector=connector,
             headers={"User-Agent": self.user_agent, "Accept": _ACCEPT},
-            timeout=aiohttp.ClientTimeout(total=None, sock_connect=10),
+            timeout=aiohttp.ClientTimeout(total=None, sock_connect=CONNECT_TIMEOUT),
         )
         return self
 
@@ -185,6 +186,8 @@ class HttpFetcher:
                         resp.headers.get("Content-Type"),
                         str(resp.url),
                     )
+        except aiohttp.ConnectionTimeoutError:
+            return FetchFailed(f"could not connect within {CONNECT_TIMEOUT:g}s", "timeout")
         except TimeoutError:
             return FetchFailed(
                 f"timed out after {seconds:g}s (whole request, body included)", "timeout"
