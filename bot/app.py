@@ -227,8 +227,17 @@ class App:
         )
 
     def _slack_transport(self, env: Mapping[str, str]) -> Transport:
-        raise DeliveryError(
-            "Slack support is not available in this build", resource="slack", permanent=True
+        from bot.transports.slack import SlackTransport  # slack_bolt loads only when used
+
+        bot = self.config.bot
+        return SlackTransport(
+            bot_token=env["SLACK_BOT_TOKEN"],
+            mode=bot.slack.mode,
+            app_token=env.get("SLACK_APP_TOKEN") or None,
+            signing_secret=env.get("SLACK_SIGNING_SECRET") or None,
+            api_url=env.get("SLACK_API_URL") or None,
+            channels={name: t.slack for name, t in bot.channels.items() if t.slack},
+            clock=self.clock,
         )
 
     # -- commands ---------------------------------------------------------------------------
@@ -523,6 +532,11 @@ class App:
         http = self.config.bot.http
         if http.port:
             self.web = WebServer(http.host, http.port, self.metrics, self.health_problems)
+            slack = self.transports.get("slack")
+            if self.config.bot.slack.mode == "http" and slack is not None:
+                mount = getattr(slack, "mount", None)
+                if callable(mount):
+                    mount(self.web.app)  # Slack's requests arrive at /slack/events
             await self.web.start()
         await self._start_transports(read_input=True)
         self.supervisor.spawn("loop-lag", self._watch_loop_lag())

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import hashlib
-import importlib
 import logging
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
@@ -28,6 +27,7 @@ from bot.domain.model import (
 )
 from bot.domain.planner import FeedRule, HealthRule, plan_feed, plan_health
 from bot.domain.sessions import Snapshot, plan_changes
+from bot.sources.calendars import CalendarFailed, parse_calendar
 from bot.sources.feeds import ParseFailed, parse_feed
 from bot.sources.http import Fetched, FetchFailed, FetchResult, HttpFetcher, NotModified
 
@@ -212,9 +212,6 @@ async def poll_calendar(
     respect_retry_after: bool = True,
 ) -> PollOutcome:
     """Fetch, parse (bounded) and diff one calendar against its last snapshot."""
-    calendars = importlib.import_module("bot.sources.calendars")
-    parse_calendar = calendars.parse_calendar
-    CalendarFailed = calendars.CalendarFailed
 
     hrule = HealthRule(
         calendar.id,

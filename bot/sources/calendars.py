@@ -33,23 +33,29 @@ Daylight saving time (the rule)
     A repeating event keeps its local wall-clock time across a change; its UTC instant moves.
 
 Bounds (what makes a hostile file cheap)
-    * Reading: the text is unfolded and cut into one block per VEVENT without parsing it. A
-      block that repeats nothing and whose dates lie more than two days outside the window is
-      dropped unparsed. At most ``max(1000, 10 * max_events)`` blocks are parsed, in batches,
-      and reading stops at 40 % of ``deadline_seconds``.
+    * Reading: the text is unfolded and cut into one block per VEVENT without parsing it.
+      A block that repeats nothing and whose dates lie more than two days outside the window
+      is dropped unparsed; so are single events after the ``max_events`` earliest (unless
+      ``match`` is given, which could still drop some of those). At most
+      ``max(1000, 10 * max_events)`` blocks are parsed, in batches.
     * Expanding: each series' rules are iterated lazily, one instant at a time, behind a
       counter: a series that needs more than ``SERIES_STEPS`` instants (before or inside the
-      window) is skipped with a warning. A first pass finds the ``max_events + 1`` earliest
-      instants over all series; occurrences are then produced only up to that point, so
-      ``FREQ=SECONDLY`` without end or ``COUNT=1000000`` cost about ``max_events`` steps,
-      never a million.
-    * Time: ``deadline_seconds`` is CPU time of the calling thread, checked between batches,
-      between series and every 256 instants. It cannot interrupt a single call into a library,
-      so it can be overrun by the longest such call (``VTIMEZONE`` rules other than plain
-      yearly ones, and ``BYMONTHDAY`` that no month has, are refused up front for that reason).
-    * ``truncated`` is true when any bound cut the listing short (``max_events``, the number
-      of blocks, the time, or a series' step budget): the listing may then be incomplete, and
-      an event missing from it must not be taken as removed.
+      window) is skipped with a warning. A first pass finds the ``max_events`` earliest
+      instants over all series; occurrences are then produced only up to the last of them, so
+      ``FREQ=SECONDLY`` without end or ``COUNT=1000000`` cost about ``max_events`` steps, never
+      a million. (recurring_ical_events' own lazy ``after()`` queries every series again for
+      each time slice it looks at, minutes for 10 000 events; its ``between()`` builds whole
+      lists; and dateutil, under both, walks every rule from its DTSTART.)
+    * Time: ``deadline_seconds`` is CPU time of the calling thread, shared out: reading until
+      40 %, building the series until 55 %, the first pass until 80 %, the rest for producing
+      occurrences. It is checked between batches, between series and every 256 instants, but
+      cannot interrupt a single call into a library, so it can be overrun by the longest such
+      call; ``VTIMEZONE`` rules other than plain yearly ones, and a ``BYMONTHDAY`` that none
+      of the rule's months has, are refused up front because dateutil would spin through
+      every day up to the year 9999 on them.
+    * ``truncated`` is true when any bound cut the listing short (``max_events``, the number of
+      blocks, the time, or a series' step budget): the listing may then be incomplete, and an
+      event missing from it must not be taken as removed.
 
 Broken input
     Not iCalendar at all (empty, an HTML page, junk, no ``END:VCALENDAR``) is a
@@ -85,8 +91,10 @@ from bot.domain.model import EventKind, EventStatus, SessionEvent
 
 #: Instants one series may iterate (before and inside the window together).
 SERIES_STEPS = 100_000
-#: Shares of ``deadline_seconds`` after which reading, and then the first pass, stop.
+#: Shares of ``deadline_seconds`` by which reading, building the series and the first pass
+#: over them must be done; producing the occurrences may use the rest.
 READ_SHARE = 0.4
+COLLECT_SHARE = 0.55
 SURVEY_SHARE = 0.8
 MAX_WARNINGS = 100
 MAX_TIMEZONES = 100
@@ -103,7 +111,11 @@ SLACK = timedelta(days=2)
 _ESSENTIAL = frozenset(
     {"DTSTART", "DTEND", "DURATION", "RRULE", "RDATE", "EXDATE", "RECURRENCE-ID"}
 )
-_UTC_NAMES = frozenset({"UTC", "ETC/UTC", "ETC/UCT", "UCT", "ZULU", "ETC/ZULU", "GMT", "ETC/GMT"})
+_UTC_NAMES = frozenset(
+    f"{prefix}{name}"
+    for prefix in ("", "ETC/")
+    for name in ("UTC", "UCT", "UNIVERSAL", "ZULU", "GMT", "GMT0", "GMT+0", "GMT-0", "GREENWICH")
+)
 _ZONE_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_+\-]*(?:/[A-Za-z0-9_+\-]+)*$")
 _UNUSUAL_IN_ZONES = frozenset(
     {b"BYSECOND", b"BYMINUTE", b"BYHOUR", b"BYYEARDAY", b"BYWEEKNO", b"BYSETPOS"}
@@ -156,6 +168,7 @@ class _Notes:
     def __init__(self) -> None:
         self._items: list[str] = []
         self._dropped = 0
+        self._timed_out = False
         self.truncated = False
 
     def add(self, message: str) -> None:
@@ -168,6 +181,13 @@ class _Notes:
         """A bound was hit: say so, and mark the listing as possibly incomplete."""
         self.truncated = True
         self.add(message)
+
+    def time_up(self, what: str) -> None:
+        """The deadline passed; said once, for the first phase that ran out of time."""
+        if not self._timed_out:
+            self._timed_out = True
+            self.cut(f"time limit reached: {what}")
+        self.truncated = True
 
     def all(self) -> tuple[str, ...]:
         if self._dropped:
@@ -213,7 +233,6 @@ class _CountedRule:
     """
 
     def __init__(self, rule: Any, steps: _Steps) -> None:
-        self._rule = rule
         self._iterator: Iterator[datetime] = iter(rule)
         self._seen: list[datetime] = []
         self._done = False
@@ -250,6 +269,10 @@ class _CountedRule:
 
 class _TextOfHtml(HTMLParser):
     _SKIP = frozenset({"script", "style", "head", "title", "noscript", "template"})
+    _BREAKS = frozenset(
+        {"p", "br", "div", "li", "ul", "ol", "tr", "td", "th", "table", "hr", "blockquote"}
+        | {f"h{n}" for n in range(1, 7)}
+    )
 
     def __init__(self) -> None:
         super().__init__(convert_charrefs=True)
@@ -259,13 +282,13 @@ class _TextOfHtml(HTMLParser):
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         if tag in self._SKIP:
             self._skipping += 1
-        else:
+        elif tag in self._BREAKS:
             self.parts.append(" ")
 
     def handle_endtag(self, tag: str) -> None:
         if tag in self._SKIP:
             self._skipping = max(0, self._skipping - 1)
-        else:
+        elif tag in self._BREAKS:
             self.parts.append(" ")
 
     def handle_data(self, data: str) -> None:
@@ -363,6 +386,13 @@ def _zone_name(value: date) -> str | None:
     return None
 
 
+def _wall(value: date) -> datetime:
+    """The local wall-clock reading of a date or datetime, without its zone."""
+    if isinstance(value, datetime):
+        return value.replace(tzinfo=None)
+    return datetime(value.year, value.month, value.day)
+
+
 def _slot_text(value: datetime) -> str:
     return value.strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -431,7 +461,7 @@ def _glance(block: _Block, line: bytes) -> None:
         return
     name = _name(line)
     if name == b"UID" and block.uid is None:
-        block.uid = _plain(line[4:].decode("utf-8", "replace"), UID_MAX)
+        block.uid = _plain(line.split(b":", 1)[-1].decode("utf-8", "replace"), UID_MAX)
     elif name == b"DTSTART":
         block.start_day = _raw_day(line)
     elif name == b"DTEND":
@@ -507,7 +537,8 @@ def _split(body: bytes, clock: _Clock, notes: _Notes) -> _Split | CalendarFailed
     for number in range(first + 1, last):
         line = lines[number].rstrip(b"\r")
         if not number & 4095 and clock.over(READ_SHARE):
-            notes.cut("time limit reached while reading the calendar; the rest was not read")
+            notes.time_up(f"the calendar was read up to line {number} of {last + 1}")
+            block = None
             break
         if not line.strip():
             continue
@@ -523,9 +554,10 @@ def _split(body: bytes, clock: _Clock, notes: _Notes) -> _Split | CalendarFailed
                 seen_properties.add(name)
                 split.properties.append(line)
             continue  # other properties, stray END lines, a second BEGIN:VCALENDAR
-        if block is not None and begin in (b"VEVENT", b"VCALENDAR"):
-            # the previous VEVENT never ended; this line starts something new
-            split.events.append(block)
+        if begin in (b"VEVENT", b"VCALENDAR"):
+            # nothing holds a VEVENT or a VCALENDAR: what is open never ended
+            if block is not None:
+                split.events.append(block)
             current, block, depth = None, None, 0
             if begin == b"VEVENT":
                 current, kind, depth = [line], begin, 1
@@ -550,15 +582,71 @@ def _split(body: bytes, clock: _Clock, notes: _Notes) -> _Split | CalendarFailed
     return split
 
 
+def _single(block: _Block, shared: set[str]) -> bool:
+    """A block that is a whole event on its own, with a start day known from a glance."""
+    return (
+        not block.repeats
+        and block.start_day is not None
+        and block.uid is not None
+        and block.uid not in shared
+    )
+
+
 def _keep(block: _Block, shared: set[str], low: date, high: date) -> bool:
     """Whether a block can matter for the window (when in doubt, it can)."""
-    if block.repeats or block.start_day is None or block.uid is None or block.uid in shared:
+    if not _single(block, shared) or block.start_day is None:
         return True
     if block.start_day > high:
         return False
     if block.open_end:
         return True
     return max(block.start_day, block.end_day or block.start_day) >= low
+
+
+def _choose(
+    blocks: list[_Block],
+    window_start: datetime,
+    window_end: datetime,
+    max_events: int,
+    ranked: bool,
+    notes: _Notes,
+) -> list[_Block]:
+    """The blocks worth parsing, in file order."""
+    uids: dict[str, int] = {}
+    for block in blocks:
+        if block.uid is not None:
+            uids[block.uid] = uids.get(block.uid, 0) + 1
+    shared = {uid for uid, count in uids.items() if count > 1}
+    low = (window_start.astimezone(UTC) - SLACK).date()
+    high = (window_end.astimezone(UTC) + SLACK).date()
+    wanted: list[_Block] = []
+    singles: list[date] = []
+    for block in blocks:
+        if not block.complete:
+            notes.add(f"event {_shown(block.uid or '?')} skipped: its VEVENT never ends")
+        elif _keep(block, shared, low, high):
+            wanted.append(block)
+            if block.start_day is not None and _single(block, shared):
+                singles.append(block.start_day)
+    if ranked and len(singles) > max_events:
+        # the raw day is off by at most a day either way: keep two days more than needed
+        last = sorted(singles)[max_events - 1] + SLACK if max_events else low - SLACK
+        later = [
+            b
+            for b in wanted
+            if b.start_day is not None and b.start_day > last and _single(b, shared)
+        ]
+        if later:
+            notes.cut(
+                f"more than {max_events} events in the window; {len(later)} later ones left out"
+            )
+            left_out = {id(b) for b in later}
+            wanted = [b for b in wanted if id(b) not in left_out]
+    limit = max(1000, 10 * max_events)
+    if len(wanted) > limit:
+        notes.cut(f"{len(wanted)} events in or near the window; only the first {limit} were read")
+        wanted = wanted[:limit]
+    return wanted
 
 
 def _envelope(parts: Sequence[bytes]) -> bytes:
@@ -570,10 +658,15 @@ def _read(
     window_start: datetime,
     window_end: datetime,
     max_events: int,
+    ranked: bool,
     clock: _Clock,
     notes: _Notes,
 ) -> Calendar | CalendarFailed:
-    """Parse the calendar properties, its time zones and the blocks that matter."""
+    """Parse the calendar properties, its time zones and the blocks that matter.
+
+    ``ranked``: single events beyond the ``max_events`` earliest may be left unread (not when
+    a filter may still throw out some of the earliest).
+    """
     zones: list[bytes] = []
     for lines in split.timezones[:MAX_TIMEZONES]:
         tzid = next((line for line in lines if _name(line) == b"TZID"), b"TZID:?")
@@ -595,38 +688,18 @@ def _read(
             return CalendarFailed(f"not a readable iCalendar file: {_plain(str(err), 200)}")
         notes.add(f"time zones ignored, they cannot be read: {_plain(str(err), 200)}")
 
-    uids: dict[str, int] = {}
-    for block in split.events:
-        if block.uid is not None:
-            uids[block.uid] = uids.get(block.uid, 0) + 1
-    shared = {uid for uid, count in uids.items() if count > 1}
-    low = (window_start.astimezone(UTC) - SLACK).date()
-    high = (window_end.astimezone(UTC) + SLACK).date()
-    wanted = []
-    for block in split.events:
-        if not block.complete:
-            notes.add(f"event {_shown(block.uid or '?')} skipped: its VEVENT never ends")
-        elif _keep(block, shared, low, high):
-            wanted.append(block)
-    limit = max(1000, 10 * max_events)
-    if len(wanted) > limit:
-        notes.cut(f"{len(wanted)} events in or near the window; only the first {limit} were read")
-        wanted = wanted[:limit]
-
+    wanted = _choose(split.events, window_start, window_end, max_events, ranked, notes)
     batch: list[_Block] = []
     size = 0
     for index, block in enumerate(wanted):
-        text = b"\r\n".join(block.lines) + b"\r\n"
+        if not batch and clock.over(READ_SHARE):
+            notes.time_up(f"{len(wanted) - index} events were not read")
+            break
         batch.append(block)
-        size += len(text)
+        size += sum(len(line) + 2 for line in block.lines)
         if size >= BATCH_BYTES or len(batch) >= BATCH_BLOCKS or index == len(wanted) - 1:
             _read_batch(calendar, batch, notes)
             batch, size = [], 0
-            if index < len(wanted) - 1 and clock.over(READ_SHARE):
-                notes.cut(
-                    f"time limit reached while reading: {len(wanted) - index - 1} events not read"
-                )
-                break
     return calendar
 
 
@@ -725,7 +798,7 @@ def _why(err: Exception) -> str:
     """The most telling message of a library error (a rule error hides dateutil's reason)."""
     context = err.__context__
     inner = context if isinstance(context, ValueError) and str(context) else err
-    return _plain(f"{type(inner).__name__}: {inner}" if not str(inner) else str(inner), 200)
+    return _plain(str(inner) or type(inner).__name__, 200)
 
 
 class _Collector:
@@ -735,8 +808,7 @@ class _Collector:
     calendar after the library's X-WR-TIMEZONE conversion.
     """
 
-    def __init__(self, zone: tzinfo, match: Matcher | None, clock: _Clock, notes: _Notes) -> None:
-        self.zone = zone
+    def __init__(self, match: Matcher | None, clock: _Clock, notes: _Notes) -> None:
         self.match = match
         self.clock = clock
         self.notes = notes
@@ -748,10 +820,8 @@ class _Collector:
             if component.name == "VEVENT":
                 groups.setdefault(_uid(component), []).append(component)
         for done, (uid, components) in enumerate(groups.items()):
-            if not done & 63 and self.clock.over(READ_SHARE):
-                self.notes.cut(
-                    f"time limit reached while reading: {len(groups) - done} events not read"
-                )
+            if self.clock.over(COLLECT_SHARE):
+                self.notes.time_up(f"{len(groups) - done} events were not expanded")
                 break
             self._collect(uid, components)
         return [found.series for found in self.found]
@@ -767,7 +837,7 @@ class _Collector:
             return
         try:
             series = _Series(adapters)
-            sample = next(iter(adapters)).start
+            sample = adapters[0].start
         except Exception as err:  # the library raises many kinds for one bad series
             self.notes.add(f"event {_shown(uid)} skipped: {_why(err)}")
             return
@@ -812,28 +882,36 @@ def _survey(
 ) -> tuple[list[_Found], datetime]:
     """First pass: the series that stay within bounds, and where the listing must stop.
 
-    Keeps the ``max_events + 1`` earliest instants starting in the window (a max-heap of
-    negated timestamps); when there are that many, the listing stops at the last of them.
+    Keeps the ``max_events`` earliest instants starting in the window (a max-heap of negated
+    timestamps). When there are more, the listing stops just after the last of them, so that
+    occurrences at the same instant are all in or all out before the final cut.
     """
     heap: list[float] = []
     first = window_start.timestamp()
+    end = window_end.timestamp()
+    more = False
     kept: list[_Found] = []
     for index, item in enumerate(found):
         if clock.over(SURVEY_SHARE):
-            notes.cut(f"time limit reached: {len(found) - index} events not expanded")
+            notes.time_up(f"{len(found) - index} events were not expanded")
             break
+        pushed: set[float] = set()  # DTSTART comes from the RRULE and as an RDATE
         try:
             for rule in item.rules:
                 for instant in rule.instants():
                     stamp = _utc(instant, zone).timestamp()
-                    if len(heap) > max_events and stamp >= -heap[0]:
+                    if stamp >= end:
                         break
-                    if stamp >= window_end.timestamp():
+                    if stamp < first or stamp in pushed:
+                        continue
+                    if len(heap) >= max_events and (not heap or stamp >= -heap[0]):
+                        more = True
                         break
-                    if stamp >= first:
-                        heapq.heappush(heap, -stamp)
-                        if len(heap) > max_events + 1:
-                            heapq.heappop(heap)
+                    pushed.add(stamp)
+                    heapq.heappush(heap, -stamp)
+                    if len(heap) > max_events:
+                        heapq.heappop(heap)
+                        more = True
         except _OutOfSteps:
             notes.cut(
                 f"event {_shown(item.uid)} skipped: it repeats more than {SERIES_STEPS} times "
@@ -841,17 +919,16 @@ def _survey(
             )
             continue
         except _OutOfTime:
-            notes.cut(f"time limit reached: {len(found) - index} events not expanded")
+            notes.time_up(f"{len(found) - index} events were not expanded")
             break
         kept.append(item)
-    if len(heap) > max_events:
-        stop = datetime.fromtimestamp(-heap[0], UTC)
-        notes.cut(
-            f"more than {max_events} occurrences in the window; the listing stops at "
-            f"{_slot_text(stop)}"
-        )
-        return kept, stop
-    return kept, window_end
+    if not more:
+        return kept, window_end
+    last = datetime.fromtimestamp(-heap[0], UTC) if heap else window_start
+    notes.cut(
+        f"more than {max_events} occurrences in the window; the listing ends at {_slot_text(last)}"
+    )
+    return kept, last + timedelta(microseconds=1)
 
 
 def _event(
@@ -871,14 +948,20 @@ def _event(
     start = _utc(start_value, zone)
     end: datetime | None = _utc(end_value, zone)
     if end is not None and end <= start and not all_day:
-        end = None
+        # no length, or an end pushed before the start by a clock change in between
+        # (02:30 + 30 min on a spring-forward day): keep the length on the wall clock
+        length = _wall(end_value) - _wall(start_value)
+        end = start + length if length > timedelta(0) else None
     key = f"{source}:{item.uid}"
     if item.repeats:
         if occurrence.explicit and details.recurrence_id is not None:
             slot_value = details.recurrence_id
         else:
             slot_value = start_value - occurrence.adapter.move_recurrences_by
-        key += "@" + _slot_text(_utc(slot_value, zone))
+        # a floating RECURRENCE-ID names a slot of a zoned series in that series' zone
+        sample = item.sample
+        slot_zone = sample.tzinfo if isinstance(sample, datetime) and sample.tzinfo else zone
+        key += "@" + _slot_text(_utc(slot_value, slot_zone))
     return SessionEvent(
         key=key,
         source=source,
@@ -910,7 +993,7 @@ def _expand(
     events: list[SessionEvent] = []
     for index, item in enumerate(kept):
         if clock.over():
-            notes.cut(f"time limit reached: {len(kept) - index} events not expanded")
+            notes.time_up(f"{len(kept) - index} events were not expanded")
             break
         item.steps.share = 1.0
         lo = _in_frame(window_start, item.sample, zone)
@@ -934,7 +1017,7 @@ def _expand(
             )
             continue
         except _OutOfTime:
-            notes.cut(f"time limit reached: {len(kept) - index} events not expanded")
+            notes.time_up(f"{len(kept) - index} events were not expanded")
             break
         except Exception as err:  # the library raises many kinds for one bad series
             notes.add(f"event {_shown(item.uid)} skipped: {_why(err)}")
@@ -966,14 +1049,40 @@ def parse_calendar(
     """
     if window_start.tzinfo is None or window_end.tzinfo is None:
         raise ValueError("window_start and window_end must be aware datetimes")
-    clock = _Clock(deadline_seconds)
-    notes = _Notes()
-    max_events = max(0, max_events)
+    try:
+        return _parse(
+            body,
+            source,
+            kind,
+            default_tz,
+            window_start,
+            window_end,
+            max(0, max_events),
+            _Clock(deadline_seconds),
+            match,
+        )
+    except Exception as err:  # a library tripping over hostile input: this source fails alone
+        return CalendarFailed(
+            f"cannot read the calendar: {_plain(f'{type(err).__name__}: {err}', 200)}"
+        )
 
+
+def _parse(
+    body: bytes,
+    source: str,
+    kind: EventKind,
+    default_tz: ZoneInfo,
+    window_start: datetime,
+    window_end: datetime,
+    max_events: int,
+    clock: _Clock,
+    match: Matcher | None,
+) -> ParsedCalendar | CalendarFailed:
+    notes = _Notes()
     split = _split(body, clock, notes)
     if isinstance(split, CalendarFailed):
         return split
-    calendar = _read(split, window_start, window_end, max_events, clock, notes)
+    calendar = _read(split, window_start, window_end, max_events, match is None, clock, notes)
     if isinstance(calendar, CalendarFailed):
         return calendar
 
@@ -987,13 +1096,13 @@ def parse_calendar(
         if known is None:
             notes.add(
                 f"X-WR-TIMEZONE {_plain(name, 80)!r} is not a known time zone; floating times "
-                f"are read in {default_tz.key}"
+                f"are read in {default_tz}"
             )
         else:
             calendar["X-WR-TIMEZONE"] = name
             zone, zone_name = known, name
 
-    collector = _Collector(zone, match, clock, notes)
+    collector = _Collector(match, clock, notes)
     try:
         recurring_ical_events.of(calendar, components=[collector])
     except recurring_ical_events.InvalidCalendar as err:
