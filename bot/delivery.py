@@ -164,8 +164,11 @@ class Outbox:
                     delay.total_seconds(),
                     err,
                 )
+                # kept in "sending": a failed post may still have reached the platform, so
+                # the transport is asked (was_delivered) before the next attempt, even after a
+                # restart
                 await self._mark(
-                    row, "pending", error=str(err), attempt=True, next_try=self.clock.now() + delay
+                    row, "sending", error=str(err), attempt=True, next_try=self.clock.now() + delay
                 )
                 report.retrying += 1
                 break  # keep this channel in order: later rows wait for this one

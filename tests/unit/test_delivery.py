@@ -180,3 +180,19 @@ async def test_a_blocked_channel_does_not_delay_others(
     await delivering
     assert fake.posted == [("ops", "a2"), ("alerts", "a1")]
     await store.close()
+
+
+async def test_a_failed_post_that_reached_the_platform_is_not_posted_again(
+    setup: tuple[AsyncStore, FakeTransport, FixedClock],
+) -> None:
+    store, fake, clock = setup
+    outbox = Outbox(store, {"fake": fake}, clock)
+    [row] = await queue(store, outbox, alert(1, "alerts"))
+    fake.fail["alerts"] = [DeliveryError("connection reset after sending")]
+    await outbox.deliver_due()
+    fake.platform_has.add(row.key)  # the platform had taken it after all
+    clock.set(NOW + timedelta(minutes=5))
+    restarted = Outbox(store, {"fake": fake}, clock)  # as after a restart
+    report = await restarted.deliver_due()
+    assert report.sent == 1 and fake.posted == []
+    await store.close()
