@@ -74,3 +74,25 @@ async def test_a_channel_that_refuses_posts_is_told_to_ops(config_dir: ConfigFac
         await app.outbox.deliver_due()
         await app.outbox.deliver_due()
         assert fake.posted == [("ops", "Cannot post to #alerts on Fake")]
+
+
+async def test_admins_per_platform(config_dir: ConfigFactory) -> None:
+    from bot.transports.base import Inbound
+
+    directory = config_dir(
+        bot="channels: {alerts: {}}\nhttp: {port: 0}\n"
+        "admins: {slack: [U0ADMIN], matrix: ['@alice:example.org']}\n"
+    )
+    async with App(load_config(directory), transports={"fake": Troubled()}) as app:
+
+        def asks(platform: str, user: str) -> Inbound:
+            return Inbound(platform, user, None, "status")
+
+        assert app.is_admin(asks("slack", "U0ADMIN"))
+        assert not app.is_admin(asks("slack", "U0OTHER"))
+        assert not app.is_admin(asks("slack", "@alice:example.org"))
+        assert app.is_admin(asks("matrix", "@alice:example.org"))
+        assert not app.is_admin(asks("matrix", "@mallory:example.org"))
+        refused = await app.answer(asks("slack", "U0OTHER"))
+        allowed = await app.answer(asks("slack", "U0ADMIN"))
+        assert "admin" in refused.title.lower() and "admin" not in allowed.title.lower()

@@ -401,3 +401,9 @@ def test_console_commands_while_running(tmp_path: Path, www: tuple[Path, str]) -
             if stream is not None:
                 stream.close()
     assert proc.returncode == 0, err
+
+
+def test_ask_next_session_on_the_shipped_config() -> None:
+    out = cli("ask", "next-session", "--config", str(REPO / "config"), "--now", "2026-11-28T12:00Z")
+    assert out.returncode == 0, out.stderr
+    assert "Signature period closes" in out.stdout and "Thu 31 Dec 2026" in out.stdout
