@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from bot.domain.model import Alert, ChannelName
-from bot.domain.text import Rich
+from bot.domain.text import Bullets, Paragraph, Rich, Span
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,3 +91,22 @@ class Transport(Protocol):
 def transport_problem(transport: Transport) -> str | None:
     """Why a transport is not connected, or ``None``."""
     return transport.problem()
+
+
+def alert_rich(alert: Alert) -> Rich:
+    """What an alert shows: its rich body, or its plain text and link."""
+    if alert.body:
+        return alert.body
+    blocks: list[Paragraph | Bullets] = [
+        Paragraph((Span(line),)) for line in alert.text.splitlines() if line.strip()
+    ]
+    if alert.url:
+        blocks.append(Paragraph((Span(alert.url, "plain", alert.url),)))
+    return tuple(blocks) or (Paragraph((Span(alert.title),)),)
+
+
+def answer_rich(answer: Answer) -> Rich:
+    """What an answer shows: its title in bold, then its body."""
+    if answer.title:
+        return (Paragraph((Span(answer.title, "bold"),)), *answer.body)
+    return answer.body

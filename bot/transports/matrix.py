@@ -68,7 +68,14 @@ from bot.domain.model import Alert, ChannelName
 from bot.domain.text import Bullets, Paragraph, Rich, Span, shorten
 from bot.errors import DeliveryError
 from bot.files import write_atomically
-from bot.transports.base import Answer, Capabilities, CommandHandler, Inbound
+from bot.transports.base import (
+    Answer,
+    Capabilities,
+    CommandHandler,
+    Inbound,
+    alert_rich,
+    answer_rich,
+)
 
 log = logging.getLogger(__name__)
 
@@ -242,24 +249,6 @@ def render_message(blocks: Rich) -> tuple[str, str]:
         limit //= 2
 
 
-def alert_blocks(alert: Alert) -> Rich:
-    """What an alert shows: its rich body, or its plain text and link."""
-    if alert.body:
-        return alert.body
-    blocks: list[Paragraph | Bullets] = [
-        Paragraph((Span(line),)) for line in alert.text.splitlines() if line.strip()
-    ]
-    if alert.url:
-        blocks.append(Paragraph((Span(alert.url, "plain", alert.url),)))
-    return tuple(blocks) or (Paragraph((Span(alert.title),)),)
-
-
-def answer_blocks(answer: Answer) -> Rich:
-    if answer.title:
-        return (Paragraph((Span(answer.title, "bold"),)), *answer.body)
-    return answer.body
-
-
 def notice_content(blocks: Rich) -> dict[str, Any]:
     """An ``m.notice`` with HTML and plain text that mentions nobody."""
     body, formatted = render_message(blocks)
@@ -273,13 +262,13 @@ def notice_content(blocks: Rich) -> dict[str, Any]:
 
 
 def alert_content(alert: Alert, key: str) -> dict[str, Any]:
-    content = notice_content(alert_blocks(alert))
+    content = notice_content(alert_rich(alert))
     content[ALERT_FIELD] = {"id": alert.id, "key": key, "kind": alert.kind}
     return content
 
 
 def reply_content(answer: Answer, event_id: str, thread_root: str | None) -> dict[str, Any]:
-    content = notice_content(answer_blocks(answer))
+    content = notice_content(answer_rich(answer))
     relation: dict[str, Any] = {"m.in_reply_to": {"event_id": event_id}}
     if thread_root:
         relation.update({"rel_type": "m.thread", "event_id": thread_root, "is_falling_back": False})

@@ -65,9 +65,16 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.clock import Clock, SystemClock
 from bot.domain.model import Alert, ChannelName
-from bot.domain.text import Bullets, Paragraph, Rich, Span, shorten
+from bot.domain.text import Paragraph, Rich, Span, shorten
 from bot.errors import DeliveryError
-from bot.transports.base import Answer, Capabilities, CommandHandler, Inbound
+from bot.transports.base import (
+    Answer,
+    Capabilities,
+    CommandHandler,
+    Inbound,
+    alert_rich,
+    answer_rich,
+)
 
 log = logging.getLogger(__name__)
 
@@ -318,24 +325,6 @@ def render_blocks(blocks: Rich, link: str | None = None) -> tuple[list[dict[str,
         {"type": "section", "text": {"type": "mrkdwn", "text": text}} for text in sections
     ]
     return section_blocks, "\n".join(fallback_lines)
-
-
-def alert_rich(alert: Alert) -> Rich:
-    """What an alert shows: its rich body, or its plain text and link."""
-    if alert.body:
-        return alert.body
-    blocks: list[Paragraph | Bullets] = [
-        Paragraph((Span(line),)) for line in alert.text.splitlines() if line.strip()
-    ]
-    if alert.url:
-        blocks.append(Paragraph((Span(alert.url, "plain", alert.url),)))
-    return tuple(blocks) or (Paragraph((Span(alert.title),)),)
-
-
-def answer_rich(answer: Answer) -> Rich:
-    if answer.title:
-        return (Paragraph((Span(answer.title, "bold"),)), *answer.body)
-    return answer.body
 
 
 def alert_message(alert: Alert, key: str, channel_id: str) -> dict[str, Any]:
