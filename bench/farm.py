@@ -84,6 +84,11 @@ _VOCABULARY = (
     "Vienna New York Hanoi United Nations General Assembly Office Drugs Crime Geneva OHCHR"
 )
 _WORDS = tuple(_VOCABULARY.split())
+_MOVED_PAGE = (
+    "<!DOCTYPE html><html><head><title>Moved</title></head><body>"
+    + "<p>Our news now lives on the new website.</p>" * 40
+    + "</body></html>"
+)
 _SITES = ("eff", "hrw", "accessnow", "article19", "privacyint", "apc", "cdt", "icj", "ohchr")
 
 
@@ -216,8 +221,16 @@ class _Writer:
         return "\n".join(paragraphs)
 
 
-def _make_item(feed_id: str, site: str, number: int, published: datetime, rng: random.Random, *,
-               match_rate: float, permalink_guid: bool) -> Item:  # fmt: skip
+def _make_item(
+    feed_id: str,
+    site: str,
+    number: int,
+    published: datetime,
+    rng: random.Random,
+    *,
+    match_rate: float,
+    permalink_guid: bool,
+) -> Item:
     writer = _Writer(rng)
     matches = rng.random() < match_rate
     slug = "-".join(writer.words(3, 6)).lower()
@@ -536,9 +549,7 @@ class FeedFarm:
             return web.Response(status=500, text="Internal Server Error\n")
         if feed.broken == "html":
             c.ok += 1
-            page = "<!DOCTYPE html><html><head><title>Moved</title></head><body>" + (
-                "<p>Our news now lives on the new website.</p>" * 40
-            ) + "</body></html>"  # fmt: skip
+            page = _MOVED_PAGE
             c.body_bytes += len(page)
             return web.Response(text=page, content_type="text/html")
         if feed.broken == "junk":

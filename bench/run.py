@@ -136,9 +136,12 @@ class ProcWatch:
     """Watches the measured process (the launcher's child) every 5 ms while it runs.
 
     - ``VmHWM`` of ``/proc/PID/status``: its peak RSS, a cross-check of ``ru_maxrss``;
-    - ``wchar`` of ``/proc/PID/io``: bytes it passed to ``write()`` (files, stdout, logs).
+    - ``wchar`` of ``/proc/PID/io``: bytes it passed to ``write()`` (files, stdout, logs);
+    - the largest sum of ``VmRSS`` over the process and its descendants seen at one poll:
+      what matters once a client parses in worker processes, where ``ru_maxrss`` gives only
+      the largest single process.
 
-    Values are the last read before the process exited, so both are lower bounds.
+    Values are the last read before the process exited, so all are lower bounds.
     """
 
     def __init__(self, launcher: int, interval: float = 0.005) -> None:
@@ -146,6 +149,7 @@ class ProcWatch:
         self.interval = interval
         self.hwm_kib = 0
         self.wchar = 0
+        self.tree_kib = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._poll, name="proc-watch", daemon=True)
         self._thread.start()
@@ -155,6 +159,20 @@ class ProcWatch:
         with contextlib.suppress(OSError, ValueError, IndexError):
             return int(children.read_text().split()[0])
         return None
+
+    @staticmethod
+    def _tree_rss(pid: int) -> int:
+        total = 0
+        todo = [pid]
+        while todo:
+            current = todo.pop()
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                for line in Path(f"/proc/{current}/status").read_text().splitlines():
+                    if line.startswith("VmRSS:"):
+                        total += int(line.split()[1])
+                for task in Path(f"/proc/{current}/task").iterdir():
+                    todo.extend(int(c) for c in (task / "children").read_text().split())
+        return total
 
     def _poll(self) -> None:
         pid: int | None = None
@@ -168,12 +186,17 @@ class ProcWatch:
                     for line in Path(f"/proc/{pid}/io").read_text().splitlines():
                         if line.startswith("wchar:"):
                             self.wchar = max(self.wchar, int(line.split()[1]))
+                self.tree_kib = max(self.tree_kib, self._tree_rss(pid))
             self._stop.wait(self.interval)
 
     def stop(self) -> dict[str, int]:
         self._stop.set()
         self._thread.join()
-        return {"vmhwm_kib_at_least": self.hwm_kib, "wchar_at_least": self.wchar}
+        return {
+            "vmhwm_kib_at_least": self.hwm_kib,
+            "wchar_at_least": self.wchar,
+            "tree_rss_kib_at_least": self.tree_kib,
+        }
 
 
 _IN_CLOSE_WRITE = 0x08
