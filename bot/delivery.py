@@ -13,7 +13,7 @@ import logging
 import random
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 from bot.clock import Clock
 from bot.domain.model import Alert, ChannelName, Delivery
@@ -125,73 +125,83 @@ class Outbox:
             return total
 
     async def _deliver_group(self, rows: Sequence[Delivery]) -> DeliveryReport:
+        """Send one channel's due rows in order, with two commits for the whole group: every
+        row is marked ``sending`` first, and the rows sent are marked together at the end.
+
+        A crash in between leaves rows in ``sending``; those are reconciled through
+        ``was_delivered`` before anything is sent again, so batching never posts twice.
+        """
         report = DeliveryReport()
-        for row in rows:
-            transport = self.transports.get(row.transport)
-            if transport is None:
-                continue  # a transport that is not running now; kept for when it is
-            if row.state == "sending" and await transport.was_delivered(
-                row.channel, row.alert, row.key
-            ):
-                await self._mark(row, "sent")
-                report.sent += 1
-                continue
-            await self._mark(row, "sending")
-            try:
-                await transport.send(row.channel, row.alert, row.key)
-            except DeliveryError as err:
-                if err.permanent:
-                    log.error(
-                        "delivery failed permanently key=%s transport=%s channel=%s error=%s",
-                        row.key,
-                        row.transport,
-                        row.channel,
-                        err,
-                    )
-                    await self._mark(row, "failed", error=str(err), attempt=True)
-                    self.metrics.alerts_failed.labels(row.transport, "true").inc()
-                    if self.on_permanent is not None:
-                        await self.on_permanent(row, err)
-                    report.failed += 1
+        transport = self.transports.get(rows[0].transport) if rows else None
+        if transport is None:
+            return report  # a transport that is not running now; kept for when it is
+        fresh = {r.key for r in rows if r.state == "pending"}
+        now = self.clock.now()
+        await self.store.commit(
+            Changes(deliveries=[DeliveryUpdate(k, "sending", now) for k in sorted(fresh)])
+        )
+        done: list[DeliveryUpdate] = []
+        try:
+            for row in rows:
+                if row.key not in fresh and await transport.was_delivered(
+                    row.channel, row.alert, row.key
+                ):
+                    done.append(DeliveryUpdate(row.key, "sent", self.clock.now()))
+                    report.sent += 1
                     continue
-                delay = retry_delay(row.attempts + 1)
-                log.warning(
-                    "delivery will be retried key=%s transport=%s channel=%s "
-                    "in_seconds=%.0f error=%s",
-                    row.key,
-                    row.transport,
-                    row.channel,
-                    delay.total_seconds(),
-                    err,
+                try:
+                    await transport.send(row.channel, row.alert, row.key)
+                except DeliveryError as err:
+                    await self._failed(row, err, done, report)
+                    if not err.permanent:
+                        break  # keep this channel in order: later rows wait for this one
+                    continue
+                done.append(DeliveryUpdate(row.key, "sent", self.clock.now()))
+                report.sent += 1
+                self.metrics.alerts_sent.labels(transport=row.transport).inc()
+                latency = (self.clock.now() - row.alert.at).total_seconds()
+                self.metrics.delivery_latency.labels(transport=row.transport).observe(
+                    max(latency, 0)
                 )
-                # kept in "sending": a failed post may still have reached the platform, so
-                # the transport is asked (was_delivered) before the next attempt, even after a
-                # restart
-                await self._mark(
-                    row, "sending", error=str(err), attempt=True, next_try=self.clock.now() + delay
-                )
-                report.retrying += 1
-                break  # keep this channel in order: later rows wait for this one
-            await self._mark(row, "sent")
-            report.sent += 1
-            self.metrics.alerts_sent.labels(transport=row.transport).inc()
-            latency = (self.clock.now() - row.alert.at).total_seconds()
-            self.metrics.delivery_latency.labels(transport=row.transport).observe(max(latency, 0))
+        finally:
+            if done:
+                await self.store.commit(Changes(deliveries=done))
         return report
 
-    async def _mark(
-        self,
-        row: Delivery,
-        state: str,
-        *,
-        error: str | None = None,
-        attempt: bool = False,
-        next_try: datetime | None = None,
+    async def _failed(
+        self, row: Delivery, err: DeliveryError, done: list[DeliveryUpdate], report: DeliveryReport
     ) -> None:
-        await self.store.commit(
-            Changes(
-                deliveries=[
-                    DeliveryUpdate(row.key, state, self.clock.now(), error, next_try, attempt)
-                ]
+        if err.permanent:
+            log.error(
+                "delivery failed permanently key=%s transport=%s channel=%s error=%s",
+                row.key,
+                row.transport,
+                row.channel,
+                err,
+            )
+            done.append(DeliveryUpdate(row.key, "failed", self.clock.now(), str(err), None, True))
+            await self.store.commit(Changes(deliveries=list(done)))
+            done.clear()
+            self.metrics.alerts_failed.labels(row.transport, "true").inc()
+            report.failed += 1
+            if self.on_permanent is not None:
+                await self.on_permanent(row, err)
+            return
+        delay = retry_delay(row.attempts + 1)
+        log.warning(
+            "delivery will be retried key=%s transport=%s channel=%s in_seconds=%.0f error=%s",
+            row.key,
+            row.transport,
+            row.channel,
+            delay.total_seconds(),
+            err,
+        )
+        # kept in "sending": a failed post may still have reached the platform, so the
+        # transport is asked (was_delivered) before the next attempt, even after a restart
+        done.append(
+            DeliveryUpdate(
+                row.key, "sending", self.clock.now(), str(err), self.clock.now() + delay, True
             )
         )
+        self.metrics.alerts_failed.labels(row.transport, "false").inc()
+        report.retrying += 1
