@@ -51,7 +51,7 @@ from bot.sources.http import HttpFetcher
 from bot.store.base import Changes
 from bot.store.runner import AsyncStore
 from bot.store.tinydb_store import TinyDBStore
-from bot.transports.base import Answer, Inbound, Transport, transport_problem
+from bot.transports.base import Answer, Inbound, Transport
 from bot.transports.console import ConsoleTransport, Format
 from bot.web import WebServer
 
@@ -265,11 +265,11 @@ class App:
             for e in snap.events.values()
         ]
         events.extend(self.config.sessions())
-        records = await store.sources()
+        healths = await store.healths()
         views = []
         for source in self.sources:
             status = self.status.get(source.id, SourceStatus())
-            health = records[source.id].health if source.id in records else SourceHealth()
+            health = healths.get(source.id, SourceHealth())
             if status.last_success and (
                 health.last_success is None or status.last_success > health.last_success
             ):
@@ -579,7 +579,7 @@ class App:
         problems.extend(
             f"{name}: {reason}"
             for name, transport in self.transports.items()
-            if (reason := transport_problem(transport)) is not None
+            if (reason := transport.problem()) is not None
         )
         feeds = self.sources
         if feeds:
@@ -765,7 +765,7 @@ class App:
     async def _transports_job(self) -> timedelta:
         """Tell the ops channel once when a transport reports a (new) problem."""
         for name, transport in self.transports.items():
-            problem = transport_problem(transport)
+            problem = transport.problem()
             if problem is None or problem == self._reported_problems.get(name):
                 self._reported_problems[name] = problem
                 continue

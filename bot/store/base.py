@@ -25,7 +25,7 @@ from datetime import datetime
 from typing import Protocol
 
 from bot.domain.clauses import ClauseSnapshot
-from bot.domain.model import Delivery, NewsRecord, SourceRecord
+from bot.domain.model import Delivery, NewsRecord, SourceHealth, SourceRecord
 from bot.domain.sessions import ReminderState, Snapshot
 
 
@@ -79,6 +79,10 @@ class Store(Protocol):
 
     def sources(self) -> dict[str, SourceRecord]:
         """Every source record, by id."""
+        ...
+
+    def healths(self) -> dict[str, SourceHealth]:
+        """Every source's health, by id (without decoding what each source has seen)."""
         ...
 
     def snapshot(self, source: str) -> Snapshot:

@@ -114,22 +114,27 @@ def source_to_json(r: SourceRecord) -> dict[str, Any]:
     }
 
 
-def source_from_json(d: dict[str, Any]) -> SourceRecord:
+def health_from_json(d: dict[str, Any]) -> SourceHealth:
+    """Only the health of a source record (cheap: its seen keys are not decoded)."""
     h = d.get("health", {})
+    return SourceHealth(
+        failures=int(h.get("failures", 0)),
+        last_success=dt(h.get("last_success")),
+        last_error=h.get("last_error"),
+        last_error_at=dt(h.get("last_error_at")),
+        failing_since=dt(h.get("failing_since")),
+        alerted=bool(h.get("alerted")),
+        not_before=dt(h.get("not_before")),
+    )
+
+
+def source_from_json(d: dict[str, Any]) -> SourceRecord:
     seen = {k: t for k, v in d.get("seen", {}).items() if (t := dt(v)) is not None}
     return SourceRecord(
         id=d["id"],
         validators=Validators(d.get("etag"), d.get("last_modified"), d.get("body_hash")),
         feed=FeedState(bool(d.get("initialized")), seen),
-        health=SourceHealth(
-            failures=int(h.get("failures", 0)),
-            last_success=dt(h.get("last_success")),
-            last_error=h.get("last_error"),
-            last_error_at=dt(h.get("last_error_at")),
-            failing_since=dt(h.get("failing_since")),
-            alerted=bool(h.get("alerted")),
-            not_before=dt(h.get("not_before")),
-        ),
+        health=health_from_json(d),
     )
 
 

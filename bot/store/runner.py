@@ -12,7 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
 from bot.domain.clauses import ClauseSnapshot
-from bot.domain.model import Delivery, NewsRecord, SourceRecord
+from bot.domain.model import Delivery, NewsRecord, SourceHealth, SourceRecord
 from bot.domain.sessions import ReminderState, Snapshot
 from bot.store.base import Changes, Store
 
@@ -47,6 +47,9 @@ class AsyncStore:
 
     async def recent_news(self, limit: int) -> list[NewsRecord]:
         return await self._call(self.store.recent_news, limit)
+
+    async def healths(self) -> dict[str, SourceHealth]:
+        return await self._call(self.store.healths)
 
     async def snapshot(self, source: str) -> Snapshot:
         return await self._call(self.store.snapshot, source)

@@ -24,7 +24,7 @@ from tinydb.storages import Storage
 from tinydb.table import Document
 
 from bot.domain.clauses import ClauseSnapshot
-from bot.domain.model import Delivery, NewsRecord, SourceRecord
+from bot.domain.model import Delivery, NewsRecord, SourceHealth, SourceRecord
 from bot.domain.sessions import ReminderState, Snapshot
 from bot.errors import StoreCorrupt, StoreError, StoreLocked
 from bot.files import write_atomically
@@ -261,6 +261,9 @@ class TinyDBStore:
             self._snapshot_ids[name] = self._snapshots.insert(doc)
         else:
             self._snapshots.upsert(Document(doc, doc_id=doc_id))
+
+    def healths(self) -> dict[str, SourceHealth]:
+        return {d["id"]: codec.health_from_json(dict(d)) for d in self._sources.all()}
 
     def next_seq(self) -> int:
         self._seq += 1

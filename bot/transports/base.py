@@ -88,11 +88,6 @@ class Transport(Protocol):
         ...
 
 
-def transport_problem(transport: Transport) -> str | None:
-    """Why a transport is not connected, or ``None``."""
-    return transport.problem()
-
-
 def alert_rich(alert: Alert) -> Rich:
     """What an alert shows: its rich body, or its plain text and link."""
     if alert.body:
