@@ -48,6 +48,7 @@ from bot.metrics import Metrics
 from bot.polling import PollOutcome, feed_rule, poll_calendar, poll_feed
 from bot.scheduler import Supervisor, periodic
 from bot.sources.http import HttpFetcher
+from bot.sources.parsing import Parsers
 from bot.store.base import Changes
 from bot.store.runner import AsyncStore
 from bot.store.tinydb_store import TinyDBStore
@@ -117,6 +118,10 @@ class App:
         self._given_transports = transports
         self.store: AsyncStore | None = None
         self.fetcher: HttpFetcher | None = None
+        self.parsers = Parsers()
+        self._active = asyncio.Semaphore(
+            config.bot.fetch.max_in_flight + 2 * max(1, self.parsers.workers)
+        )
         self.outbox: Outbox | None = None
         self.supervisor = Supervisor()
         self.stop_event = asyncio.Event()
@@ -184,6 +189,7 @@ class App:
         if self.fetcher is not None:
             await self.fetcher.__aexit__(None, None, None)
             self.fetcher = None
+        self.parsers.close()
         if self.store is not None:
             await self.store.close()
             self.store = None
@@ -331,7 +337,15 @@ class App:
         return self.store, self.fetcher, self.outbox
 
     async def poll(self, feed: SourceConfig, *, now: datetime | None = None) -> PollOutcome:
-        """Poll one feed or calendar; the outcome is a value, recorded by ``record``."""
+        """Poll one feed or calendar; the outcome is a value, recorded by ``record``.
+
+        At most ``fetch.max_in_flight`` polls fetch, and a few more wait for a parser, at any
+        time: when parsing is slower than fetching, bodies do not pile up in memory.
+        """
+        async with self._active:
+            return await self._poll(feed, now=now)
+
+    async def _poll(self, feed: SourceConfig, *, now: datetime | None) -> PollOutcome:
         store, fetcher, _ = self._require()
         record = await store.source(feed.id)
         if isinstance(feed, CalendarConfig):
@@ -343,6 +357,7 @@ class App:
                 now or self.clock.now(),
                 self.config.tz,
                 self.config.ops_channels,
+                parsers=self.parsers,
             )
         else:
             outcome = await poll_feed(
@@ -353,6 +368,7 @@ class App:
                 self.config.tz,
                 self.config.ops_channels,
                 rule=self._rules.get(feed.id),
+                parsers=self.parsers,
             )
         status = self.status.setdefault(feed.id, SourceStatus())
         status.last_poll = now or self.clock.now()

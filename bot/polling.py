@@ -7,7 +7,6 @@ Nothing is written here; the caller commits.
 from __future__ import annotations
 
 import asyncio
-import functools
 import hashlib
 import logging
 from dataclasses import dataclass, replace
@@ -30,6 +29,7 @@ from bot.domain.sessions import Snapshot, plan_changes
 from bot.sources.calendars import CalendarFailed, parse_calendar
 from bot.sources.feeds import ParseFailed, parse_feed
 from bot.sources.http import Fetched, FetchFailed, FetchResult, HttpFetcher, NotModified
+from bot.sources.parsing import ParserCrashed, Parsers
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +57,10 @@ class PollOutcome:
     error: str | None = None
     items: int = 0
     snapshot: Snapshot | None = None
+
+
+#: Parsing in threads, for callers that bring no ``Parsers`` of their own.
+_THREADS = Parsers(workers=0)
 
 
 def feed_rule(feed: FeedConfig) -> FeedRule:
@@ -132,6 +136,7 @@ async def poll_feed(
     *,
     rule: FeedRule | None = None,
     respect_retry_after: bool = True,
+    parsers: Parsers | None = None,
 ) -> PollOutcome:
     hrule = health_rule(feed, ops)
     if respect_retry_after and record.health.not_before and now < record.health.not_before:
@@ -144,7 +149,12 @@ async def poll_feed(
     if isinstance(settled, PollOutcome):
         return settled
     fetched, body_hash = settled
-    parsed = await asyncio.to_thread(parse_feed, fetched.body, fetched.content_type)
+    try:
+        parsed = await (parsers or _THREADS).run(
+            len(fetched.body), parse_feed, fetched.body, fetched.content_type
+        )
+    except ParserCrashed as err:
+        return _parse_failed(feed.id, record, hrule, str(err), now)
     if isinstance(parsed, ParseFailed):
         return _parse_failed(feed.id, record, hrule, parsed.reason, now)
     if parsed.warning:
@@ -210,6 +220,7 @@ async def poll_calendar(
     ops: tuple[str, ...],
     *,
     respect_retry_after: bool = True,
+    parsers: Parsers | None = None,
 ) -> PollOutcome:
     """Fetch, parse (bounded) and diff one calendar against its last snapshot."""
 
@@ -231,8 +242,9 @@ async def poll_calendar(
         return settled
     fetched, body_hash = settled
     default_tz = ZoneInfo(calendar.timezone) if calendar.timezone else tz
-    parsed = await asyncio.to_thread(
-        functools.partial(
+    try:
+        parsed = await (parsers or _THREADS).run(
+            len(fetched.body),
             parse_calendar,
             fetched.body,
             source=calendar.id,
@@ -246,7 +258,8 @@ async def poll_calendar(
             if calendar.match or calendar.exclude
             else None,
         )
-    )
+    except ParserCrashed as err:
+        return _parse_failed(calendar.id, record, hrule, str(err), now)
     if isinstance(parsed, CalendarFailed):
         return _parse_failed(calendar.id, record, hrule, parsed.reason, now)
     for warning in parsed.warnings:

@@ -28,6 +28,11 @@ from bot.domain.text import render_plain
 
 #: Seen keys no longer in the feed are forgotten after this long.
 SEEN_RETENTION = timedelta(days=180)
+#: At most this many seen keys per item the feed lists (keys no longer listed go first, oldest
+#: first), but never fewer than ``SEEN_AT_LEAST``: what the bot remembers of a feed stays
+#: proportional to the feed, however long it runs.
+SEEN_PER_ITEM = 10
+SEEN_AT_LEAST = 100
 
 
 def digest(*parts: str) -> str:
@@ -82,16 +87,14 @@ def plan_feed(
     seen = dict(state.seen)
     for item in new_items:
         seen[item.key] = now
-    cutoff = now - SEEN_RETENTION
-    present = set(unique)
-    seen = {k: t for k, t in seen.items() if k in present or t >= cutoff}
+    seen = _bounded(seen, set(unique), now)
 
     matched: list[tuple[FeedItem, tuple[str, ...]]] = []
-    for item in _order_oldest_first(new_items):
-        terms = rule.matcher.matches(item.title, item.summary)
-        if terms is not None:
-            matched.append((item, terms))
-
+    if state.initialized or rule.backfill > 0:  # a first poll only remembers, unless backfill
+        for item in _order_oldest_first(new_items):
+            terms = rule.matcher.matches(item.title, item.summary)
+            if terms is not None:
+                matched.append((item, terms))
     if not state.initialized:
         matched = matched[-rule.backfill :] if rule.backfill > 0 else []
 
@@ -107,6 +110,21 @@ def plan_feed(
     new_state = FeedState(initialized=True, seen=seen)
     changed = (not state.initialized) or seen != dict(state.seen)
     return FeedPlan(new_state, alerts, news, changed)
+
+
+def _bounded(seen: dict[str, datetime], present: set[str], now: datetime) -> dict[str, datetime]:
+    """The seen keys worth keeping: every key the feed lists, then the newest of the others,
+    none older than ``SEEN_RETENTION``, up to the feed's bound."""
+    cutoff = now - SEEN_RETENTION
+    kept = {k: t for k, t in seen.items() if k in present or t >= cutoff}
+    # an empty listing (a feed being republished) says nothing about how long the feed is
+    limit = max(SEEN_AT_LEAST, SEEN_PER_ITEM * len(present)) if present else len(kept)
+    if len(kept) <= limit:
+        return kept
+    gone = sorted((t, k) for k, t in kept.items() if k not in present)
+    for _, key in gone[: len(kept) - limit]:
+        del kept[key]
+    return kept
 
 
 def _news_alert(

@@ -9,6 +9,8 @@ from zoneinfo import ZoneInfo
 from bot.domain.matching import Matcher
 from bot.domain.model import ChannelName, FeedItem, FeedState, SourceHealth, SourceId
 from bot.domain.planner import (
+    SEEN_AT_LEAST,
+    SEEN_PER_ITEM,
     SEEN_RETENTION,
     FeedRule,
     HealthRule,
@@ -111,6 +113,43 @@ def test_old_keys_are_forgotten_only_when_gone_and_old() -> None:
     plan = plan_feed(rule(), state, [item(1)], NOW, TZ)
     assert set(plan.state.seen) == {"gone-new", "id-1"}
     assert plan.changed
+
+
+def test_seen_keys_stay_bounded_by_the_feed_length_keeping_the_listed_ones() -> None:
+    # a feed of 20 items that replaces its whole listing every poll, for 40 polls
+    state = FeedState()
+    for poll in range(40):
+        listing = [item(poll * 20 + i) for i in range(20)]
+        plan = plan_feed(rule(), state, listing, NOW + timedelta(minutes=poll), TZ)
+        state = plan.state
+        assert {i.key for i in listing} <= set(state.seen)
+        assert len(state.seen) <= max(SEEN_AT_LEAST, SEEN_PER_ITEM * 20)
+    assert len(state.seen) == SEEN_PER_ITEM * 20
+    # the newest keys no longer listed are those kept: the oldest went first
+    assert "id-799" in state.seen and "id-0" not in state.seen
+    assert min(state.seen.values()) == NOW + timedelta(minutes=30)
+
+
+def test_an_empty_listing_forgets_nothing_of_a_long_feed() -> None:
+    seen = {f"id-{n}": NOW - timedelta(days=1, minutes=n) for n in range(SEEN_AT_LEAST * 3)}
+    plan = plan_feed(rule(), FeedState(True, seen), [], NOW, TZ)
+    assert plan.state.seen == seen and not plan.changed
+
+
+def test_a_first_poll_without_backfill_matches_nothing() -> None:
+    class Counting(Matcher):
+        calls = 0
+
+        def matches(self, title: str, summary: str) -> tuple[str, ...] | None:
+            Counting.calls += 1
+            return super().matches(title, summary)
+
+    matcher = Matcher.build(["cybercrime"], [])
+    counting = Counting(matcher.match, matcher.exclude)
+    first = plan_feed(rule(matcher=counting), FeedState(), [item(1), item(2)], NOW, TZ)
+    assert Counting.calls == 0 and first.alerts == ()
+    plan_feed(rule(matcher=counting), first.state, [item(3), item(1), item(2)], NOW, TZ)
+    assert Counting.calls == 1
 
 
 HEALTH = HealthRule("hrw", "Human Rights Watch", "feed", 3, (ChannelName("ops"),))

@@ -1,0 +1,94 @@
+"""Where feeds and calendars are parsed: worker processes, so that parsing uses every core and
+never holds the event loop.
+
+Parsing is pure CPU work in Python (feedparser, icalendar): in a thread it holds the GIL, so
+the loop stalls while a large feed is read and the second core idles. Bodies of at least
+``IN_PROCESS_BELOW`` bytes go to a small pool of worker processes, forked from a server that
+imported the parsers once; smaller ones (most real feeds, every test fixture) are parsed in a
+thread, where a worker's round trip would cost more than the parse.
+
+A worker that dies (killed by the kernel on a memory limit, a crash in a C extension) breaks
+the pool: the pool is replaced and the parse tried once more in a fresh one; a body that kills
+its worker twice is reported as a parse failure of its own source, and nothing else is lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import multiprocessing
+import os
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from typing import ParamSpec, TypeVar
+
+log = logging.getLogger(__name__)
+
+#: Bodies smaller than this are parsed in a thread of this process.
+IN_PROCESS_BELOW = 32 * 1024
+
+#: Modules the worker processes import before forking (what the parsers need).
+PRELOAD = ["bot.sources.feeds", "bot.sources.calendars"]
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+class ParserCrashed(Exception):
+    """The worker parsing a body died twice."""
+
+
+def default_workers() -> int:
+    """One worker per core, at most 4, leaving the event loop its own share of the machine."""
+    return max(1, min(4, os.cpu_count() or 1))
+
+
+class Parsers:
+    """Runs pure parse functions on bytes, in worker processes or, for small bodies, a thread.
+
+    ``workers=0`` parses everything in threads (no processes are ever started).
+    """
+
+    def __init__(self, workers: int | None = None) -> None:
+        self.workers = default_workers() if workers is None else workers
+        self._pool: ProcessPoolExecutor | None = None
+        self.started_pools = 0
+
+    def _executor(self) -> ProcessPoolExecutor:
+        if self._pool is None:
+            context = multiprocessing.get_context("forkserver")
+            context.set_forkserver_preload(PRELOAD)
+            self._pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=context)
+            self.started_pools += 1
+        return self._pool
+
+    def _replace(self, broken: ProcessPoolExecutor) -> None:
+        if self._pool is broken:
+            self._pool = None
+            broken.shutdown(wait=False, cancel_futures=True)
+
+    async def run(self, size: int, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
+        """``fn(*args, **kwargs)`` where it costs least for a body of ``size`` bytes.
+
+        ``fn`` must be a module-level function whose arguments and result pickle.
+        """
+        if self.workers <= 0 or size < IN_PROCESS_BELOW:
+            return await asyncio.to_thread(fn, *args, **kwargs)
+        loop = asyncio.get_running_loop()
+        call: Callable[[], T] = functools.partial(fn, *args, **kwargs)
+        for attempt in (1, 2):
+            pool = self._executor()
+            try:
+                return await loop.run_in_executor(pool, call)
+            except BrokenProcessPool:
+                log.warning("a parser process died; starting a new one attempt=%d", attempt)
+                self._replace(pool)
+                continue
+        raise ParserCrashed("the parser process died while reading this body (twice)")
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None
