@@ -38,12 +38,13 @@ from bot.domain.model import (
     ChannelName,
     Delivery,
     SourceHealth,
+    SourceRecord,
     SourceView,
 )
 from bot.domain.planner import digest, next_poll_delay
 from bot.domain.sessions import plan_changes, plan_reminders
 from bot.domain.text import render_plain
-from bot.errors import ConfigError, DeliveryError, Problem
+from bot.errors import ConfigError, DeliveryError, Problem, StoreError
 from bot.metrics import Metrics
 from bot.polling import PollOutcome, feed_rule, poll_calendar, poll_feed
 from bot.scheduler import Supervisor, periodic
@@ -347,7 +348,12 @@ class App:
 
     async def _poll(self, feed: SourceConfig, *, now: datetime | None) -> PollOutcome:
         store, fetcher, _ = self._require()
-        record = await store.source(feed.id)
+        try:
+            record = await store.source(feed.id)
+        except StoreError as err:
+            # this source's part of the state cannot be read: leave it alone, poll the others
+            log.error("source not polled source=%s error=%s", feed.id, err)
+            return PollOutcome(feed.id, SourceRecord(feed.id), (), (), False, "skipped", str(err))
         if isinstance(feed, CalendarConfig):
             outcome = await poll_calendar(
                 fetcher,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Any, cast
 
@@ -93,15 +94,27 @@ def alert_from_json(d: dict[str, Any]) -> Alert:
     )
 
 
-def source_to_json(r: SourceRecord) -> dict[str, Any]:
+def seen_to_json(seen: Mapping[str, datetime]) -> dict[str, str | None]:
+    return {k: ts(v) for k, v in seen.items()}
+
+
+def seen_from_json(d: Mapping[str, Any]) -> dict[str, datetime]:
+    return {k: t for k, v in d.items() if (t := dt(v)) is not None}
+
+
+def source_to_json(r: SourceRecord, *, with_seen: bool = True) -> dict[str, Any]:
+    """A source record; its seen keys too unless the store keeps them apart."""
     h = r.health
-    return {
+    doc: dict[str, Any] = {
         "id": r.id,
         "etag": r.validators.etag,
         "last_modified": r.validators.last_modified,
         "body_hash": r.validators.body_hash,
         "initialized": r.feed.initialized,
-        "seen": {k: ts(v) for k, v in r.feed.seen.items()},
+    }
+    if with_seen:
+        doc["seen"] = seen_to_json(r.feed.seen)
+    return doc | {
         "health": {
             "failures": h.failures,
             "last_success": ts(h.last_success),
@@ -128,8 +141,10 @@ def health_from_json(d: dict[str, Any]) -> SourceHealth:
     )
 
 
-def source_from_json(d: dict[str, Any]) -> SourceRecord:
-    seen = {k: t for k, v in d.get("seen", {}).items() if (t := dt(v)) is not None}
+def source_from_json(d: dict[str, Any], seen: Mapping[str, datetime] | None = None) -> SourceRecord:
+    """A source record, with ``seen`` when the store keeps the keys apart."""
+    if seen is None:
+        seen = seen_from_json(d.get("seen", {}))
     return SourceRecord(
         id=d["id"],
         validators=Validators(d.get("etag"), d.get("last_modified"), d.get("body_hash")),

@@ -1,9 +1,13 @@
-"""The embedded store: one TinyDB JSON file, written atomically, held by one process.
+"""The embedded store: a TinyDB JSON file, written atomically, held by one process, and each
+source's seen keys in files of their own beside it (``bot.store.seen``).
 
 TinyDB's own ``JSONStorage`` rewrites the file in place, which a crash or a full disk can leave
 half-written. ``AtomicJSONStorage`` writes a temporary file in the same directory, fsyncs it,
 renames it over the old one with ``os.replace`` and fsyncs the directory, so the file on disk is
 always one complete state. A lock file keeps a second process out.
+
+Files next to ``<storage>``: ``.lock``; ``.bak``, the state as it was at the last start;
+``.seen/``, the seen keys of each source, one file each, named by the state.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import hashlib
 import json
 import logging
 import os
@@ -20,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from tinydb import TinyDB
+from tinydb.operations import delete
 from tinydb.storages import Storage
 from tinydb.table import Document
 
@@ -30,6 +36,7 @@ from bot.errors import StoreCorrupt, StoreError, StoreLocked
 from bot.files import write_atomically
 from bot.store import codec
 from bot.store.base import Changes
+from bot.store.seen import SeenFiles
 
 log = logging.getLogger(__name__)
 
@@ -38,14 +45,18 @@ NEWS_KEPT = 500
 SENT_KEPT = timedelta(days=30)
 
 
-def _decode(path: Path, raw: bytes) -> dict[str, Any]:
-    """Parse and check the file's shape, or raise ``StoreCorrupt`` saying where and why."""
-    hint = (
+def _hint(path: Path) -> str:
+    return (
         f"The bot will not start on it, so that it does not announce everything again. "
         f"To recover, restore the copy made at the last good start "
         f"(mv {path}.bak {path}), or move the file away to start afresh (the first poll of "
         f"each source then only remembers what exists)."
     )
+
+
+def _decode(path: Path, raw: bytes) -> dict[str, Any]:
+    """Parse and check the file's shape, or raise ``StoreCorrupt`` saying where and why."""
+    hint = _hint(path)
     if not raw.strip():
         raise StoreCorrupt(f"the file is empty. {hint}", resource=str(path))
     try:
@@ -169,6 +180,20 @@ class TinyDBStore:
         self._source_ids = {d["id"]: d.doc_id for d in self._sources.all()}
         self._outbox_ids = {d["key"]: d.doc_id for d in self._outbox.all()}
         self._seq = max((int(d["seq"]) for d in self._outbox.all()), default=0)
+        self._seen = SeenFiles(self._path.with_name(self._path.name + ".seen"), read_only=read_only)
+        named = {d["seen_file"] for d in self._sources.all() if d.get("seen_file")}
+        try:
+            self._seen.check(named, state=self._path, hint=_hint(self._path))
+        except BaseException:
+            self._unlock()
+            raise
+        #: files named by the state at start (and by its .bak copy): kept until the next start
+        self._kept = frozenset(named)
+        if not read_only:
+            self._seen.collect(set(named))
+            inline = [d for d in self._sources.all() if "seen" in d]
+            if inline:  # a state written before seen keys had files of their own
+                self.commit(Changes(sources=[codec.source_from_json(dict(d)) for d in inline]))
 
     # -- life cycle -------------------------------------------------------------------------
 
@@ -218,6 +243,11 @@ class TinyDBStore:
         """How many times the file was written since opening (for tests and benchmarks)."""
         return self._storage.writes
 
+    @property
+    def seen_files_written(self) -> int:
+        """Bytes of seen keys written since opening (for tests and benchmarks)."""
+        return self._seen.bytes_written
+
     # -- reads ------------------------------------------------------------------------------
 
     def source(self, source_id: str) -> SourceRecord:
@@ -225,10 +255,16 @@ class TinyDBStore:
         if doc_id is None:
             return SourceRecord(id=source_id)
         doc = self._sources.get(doc_id=doc_id)
-        return codec.source_from_json(dict(doc)) if doc else SourceRecord(id=source_id)
+        return self._decode_source(dict(doc)) if doc else SourceRecord(id=source_id)
+
+    def _decode_source(self, doc: dict[str, Any]) -> SourceRecord:
+        name = doc.get("seen_file")
+        if not name:
+            return codec.source_from_json(doc)
+        return codec.source_from_json(doc, codec.seen_from_json(self._seen.read(name)))
 
     def sources(self) -> dict[str, SourceRecord]:
-        return {d["id"]: codec.source_from_json(dict(d)) for d in self._sources.all()}
+        return {d["id"]: self._decode_source(dict(d)) for d in self._sources.all()}
 
     def _snapshot_data(self, name: str) -> dict[str, Any] | None:
         doc_id = self._snapshot_ids.get(name)
@@ -292,12 +328,15 @@ class TinyDBStore:
         source_ids = dict(self._source_ids)
         outbox_ids = dict(self._outbox_ids)
         snapshot_ids = dict(self._snapshot_ids)
+        replaced: list[str] = []
         try:
             with self._storage.batch():
                 if not self._meta.get(doc_id=1):
                     self._meta.insert(Document({"schema": SCHEMA}, doc_id=1))
-                self._apply(changes)
+                self._apply(changes, replaced)
+                self._seen.sync()  # the files are durable before the state names them
         except BaseException:
+            self._seen.forget_written(remove=True)
             self._source_ids = source_ids
             self._outbox_ids = outbox_ids
             self._snapshot_ids = snapshot_ids
@@ -305,8 +344,10 @@ class TinyDBStore:
                 table.clear_cache()
                 table._next_id = None
             raise
+        self._seen.forget_written(remove=False)
+        self._seen.remove(n for n in replaced if n not in self._kept)
 
-    def _apply(self, changes: Changes) -> None:
+    def _apply(self, changes: Changes, replaced: list[str]) -> None:
         for source, snap in changes.snapshots.items():
             self._put_snapshot(f"events:{source}", codec.snapshot_to_json(snap))
         if changes.reminders is not None:
@@ -314,12 +355,17 @@ class TinyDBStore:
         if changes.clauses is not None:
             self._put_snapshot("clauses", codec.clauses_to_json(changes.clauses))
         for record in changes.sources:
-            doc = codec.source_to_json(record)
             doc_id = self._source_ids.get(record.id)
+            current = self._sources.get(doc_id=doc_id) if doc_id is not None else None
+            doc = self._source_doc(record, current)
+            if current is not None and current.get("seen_file") not in (None, doc["seen_file"]):
+                replaced.append(current["seen_file"])
             if doc_id is None:
                 self._source_ids[record.id] = self._sources.insert(doc)
             else:
                 self._sources.upsert(Document(doc, doc_id=doc_id))
+                if current is not None and "seen" in current:
+                    self._sources.update(delete("seen"), doc_ids=[doc_id])
         fresh = [r for r in changes.enqueue if r.key not in self._outbox_ids]
         if fresh:
             ids = self._outbox.insert_multiple([codec.delivery_to_json(r) for r in fresh])
@@ -345,6 +391,22 @@ class TinyDBStore:
             self._prune_news()
         if any(u.state == "sent" for u in changes.deliveries):
             self._prune_sent(max(u.at for u in changes.deliveries))
+
+    def _source_doc(self, record: SourceRecord, current: dict[str, Any] | None) -> dict[str, Any]:
+        """The main file's document of a source; its seen keys go to a new file only when they
+        differ from those of the file it names now."""
+        doc = codec.source_to_json(record, with_seen=False)
+        if not record.feed.seen:
+            return doc | {"seen_file": None, "seen_hash": None, "seen_count": 0}
+        payload = json.dumps(
+            codec.seen_to_json(record.feed.seen), separators=(",", ":"), ensure_ascii=False
+        ).encode()
+        digest = hashlib.sha256(payload).hexdigest()[:24]
+        if current is not None and current.get("seen_hash") == digest and current.get("seen_file"):
+            name = current["seen_file"]
+        else:
+            name = self._seen.write_new(record.id, payload)
+        return doc | {"seen_file": name, "seen_hash": digest, "seen_count": len(record.feed.seen)}
 
     def _prune_news(self) -> None:
         docs = self._news.all()

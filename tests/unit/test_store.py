@@ -274,3 +274,99 @@ def test_sigkill_never_leaves_a_broken_file(tmp_path: Path) -> None:
         assert f"s{acknowledged}" in ids  # every acknowledged commit is on disk
         assert acknowledged > last
         last = acknowledged
+
+
+def _seen_dir(path: Path) -> Path:
+    return path.with_name(path.name + ".seen")
+
+
+def test_a_commit_writes_only_the_seen_keys_that_changed(tmp_path: Path) -> None:
+    path = tmp_path / "state.json"
+    store = TinyDBStore(path)
+    store.commit(Changes(sources=[record(n, seen=35) for n in range(1000)]))
+    assert len(os.listdir(_seen_dir(path))) == 1000
+    main_size = path.stat().st_size
+    before = store.seen_files_written
+    one = record(7, seen=35)
+    changed = SourceRecord(one.id, one.validators, FeedState(True, {**one.feed.seen, "new": NOW}))
+    store.commit(Changes(sources=[changed]))
+    # one source's keys written, whatever the others hold
+    assert 0 < store.seen_files_written - before < 35 * 40
+    assert len(os.listdir(_seen_dir(path))) == 1000  # the replaced file is gone
+    # health changes alone write no seen keys, and the main file holds no keys at all
+    before = store.seen_files_written
+    store.commit(Changes(sources=[replace_health(record(n, seen=35)) for n in range(8, 108)]))
+    assert store.seen_files_written == before
+    assert "k34" not in path.read_text() and path.stat().st_size <= main_size * 1.2
+    store.close()
+    again = TinyDBStore(path)
+    assert again.source("feed-7") == changed
+    assert again.source("feed-8").feed == record(8, seen=35).feed
+    again.close()
+
+
+def replace_health(r: SourceRecord) -> SourceRecord:
+    return SourceRecord(r.id, r.validators, r.feed, SourceHealth(last_success=NOW))
+
+
+def test_files_left_by_a_crash_are_removed_and_missing_ones_refused(tmp_path: Path) -> None:
+    path = tmp_path / "state.json"
+    store = TinyDBStore(path)
+    store.commit(Changes(sources=[record(1), record(2)]))
+    store.close()
+    orphan = _seen_dir(path) / "feed-1-000000000000.json"
+    orphan.write_text("{}")  # written by a commit that never reached the main file
+    TinyDBStore(path).close()
+    assert not orphan.exists() and len(os.listdir(_seen_dir(path))) == 2
+    victim = sorted(_seen_dir(path).iterdir())[0]
+    victim.unlink()
+    with pytest.raises(StoreCorrupt) as err:
+        TinyDBStore(path)
+    assert victim.name in str(err.value) and ".bak" in str(err.value)
+
+
+def test_a_corrupt_seen_file_is_refused_for_its_source_only(tmp_path: Path) -> None:
+    path = tmp_path / "state.json"
+    store = TinyDBStore(path)
+    store.commit(Changes(sources=[record(1), record(2)]))
+    name = json.loads(path.read_text())["sources"]["1"]["seen_file"]
+    (_seen_dir(path) / name).write_text('{"k0": "2026-11')
+    with pytest.raises(StoreCorrupt, match=name):
+        store.source("feed-1")
+    assert store.source("feed-2") == record(2)
+    store.close()
+
+
+def test_the_backup_made_at_start_stays_whole(tmp_path: Path) -> None:
+    path = tmp_path / "state.json"
+    store = TinyDBStore(path)
+    store.commit(Changes(sources=[record(1, seen=3)]))
+    store.close()
+    store = TinyDBStore(path)  # .bak: the state with 3 keys
+    store.commit(Changes(sources=[record(1, seen=5)]))
+    store.commit(Changes(sources=[record(1, seen=7)]))
+    store.close()
+    os.replace(tmp_path / "state.json.bak", path)
+    restored = TinyDBStore(path)
+    assert restored.source("feed-1") == record(1, seen=3)
+    restored.close()
+
+
+def test_a_state_with_seen_keys_inline_is_moved_to_files(tmp_path: Path) -> None:
+    path = tmp_path / "state.json"
+    inline = {
+        "id": "feed-1",
+        "etag": None,
+        "last_modified": None,
+        "body_hash": "abc",
+        "initialized": True,
+        "seen": {"a": "2026-11-28T09:00:00+00:00", "b": "2026-11-28T09:00:00+00:00"},
+        "health": {"failures": 0},
+    }
+    path.write_text(json.dumps({"meta": {"1": {"schema": 1}}, "sources": {"1": inline}}))
+    store = TinyDBStore(path)
+    assert set(store.source("feed-1").feed.seen) == {"a", "b"}
+    store.close()
+    doc = json.loads(path.read_text())["sources"]["1"]
+    assert "seen" not in doc and doc["seen_count"] == 2
+    assert json.loads((tmp_path / "state.json.bak").read_text())["sources"]["1"] == inline
