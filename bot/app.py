@@ -16,7 +16,7 @@ import random
 import signal
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -71,6 +71,9 @@ CONFIG_POLL = 2.0
 
 #: How often the transports are asked whether something is wrong (a lost crypto store…).
 TRANSPORTS_EVERY = timedelta(seconds=30)
+
+#: A round's finished polls are recorded (and, in ``once``, delivered) this often (seconds).
+ROUND_BATCH = 1.0
 
 #: How long a stop may spend delivering what is due (seconds).
 SHUTDOWN_BUDGET = 10.0
@@ -480,12 +483,30 @@ class App:
     def sources(self) -> tuple[SourceConfig, ...]:
         return (*self.config.feeds, *self.config.calendars)
 
-    async def poll_round(self, feeds: Sequence[SourceConfig] | None = None) -> RoundReport:
-        """Poll every source once, concurrently; record the round in one commit."""
+    async def poll_round(
+        self,
+        feeds: Sequence[SourceConfig] | None = None,
+        *,
+        after_batch: Callable[[], Awaitable[object]] | None = None,
+    ) -> RoundReport:
+        """Poll every source once, concurrently, recording what is done every ``ROUND_BATCH``
+        seconds (one commit each, then ``after_batch``): a slow source holds only itself."""
         now = self.clock.now()
         targets = list(self.sources if feeds is None else feeds)
-        outcomes = await asyncio.gather(*(self.poll(f, now=now) for f in targets))
-        alerts = await self.record(outcomes)
+        tasks = [asyncio.ensure_future(self.poll(f, now=now)) for f in targets]
+        pending: set[asyncio.Future[PollOutcome]] = set(tasks)
+        alerts: list[Alert] = []
+        try:
+            while pending:
+                done, pending = await asyncio.wait(pending, timeout=ROUND_BATCH)
+                batch = [t.result() for t in tasks if t in done]
+                alerts.extend(await self.record(batch))
+                if after_batch is not None:
+                    await after_batch()
+        finally:
+            for task in pending:
+                task.cancel()
+        outcomes = [t.result() for t in tasks]
         failed = sum(1 for o in outcomes if o.error)
         return RoundReport(len(targets), failed, tuple(alerts), tuple(outcomes))
 
@@ -495,7 +516,7 @@ class App:
         """One poll of every source, then deliver what is due (or, dry, print a preview)."""
         _, _, outbox = self._require()
         await self._start_transports(read_input=False)
-        report = await self.poll_round()
+        report = await self.poll_round(after_batch=None if self.dry_run else outbox.deliver_due)
         evaluated = await self.evaluate()
         report = RoundReport(
             report.polled, report.failed, report.alerts + tuple(evaluated), report.outcomes

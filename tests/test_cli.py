@@ -407,3 +407,54 @@ def test_ask_next_session_on_the_shipped_config() -> None:
     out = cli("ask", "next-session", "--config", str(REPO / "config"), "--now", "2026-11-28T12:00Z")
     assert out.returncode == 0, out.stderr
     assert "Signature period closes" in out.stdout and "Thu 31 Dec 2026" in out.stdout
+
+
+def test_a_hanging_feed_holds_back_no_other_feeds_alert(tmp_path: Path) -> None:
+    """The alert of a healthy feed is posted while another feed of the same round still hangs:
+    the hanging request is released only once the alert has been read."""
+    release = threading.Event()
+    hanging = threading.Event()
+    bodies = {"/news.xml": rss(("n1", "cybercrime one")), "/other.xml": rss(("o1", "quiet"))}
+    hang = {"on": False}
+
+    class Handler(_QuietHandler):
+        def do_GET(self) -> None:
+            if self.path == "/other.xml" and hang["on"]:
+                hanging.set()
+                release.wait(60)  # bounded: the bot's own timeout ends it first if need be
+                hanging.clear()
+            body = bodies[self.path].encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/rss+xml")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        config = write_config(
+            tmp_path / "cfg", f"http://127.0.0.1:{server.server_address[1]}", tmp_path / "s.json"
+        )
+        assert cli("once", "--config", str(config), "--format", "jsonl").returncode == 0
+        bodies["/news.xml"] = rss(("n2", "cybercrime two"), ("n1", "cybercrime one"))
+        hang["on"] = True
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("SLACK_", "MATRIX_"))}
+        with subprocess.Popen(
+            [sys.executable, "-m", "bot", "once", "--config", str(config), "--format", "jsonl"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+            env=env,
+            cwd=REPO,
+        ) as proc:
+            assert proc.stdout is not None
+            first = json.loads(proc.stdout.readline())
+            assert first["title"] == "cybercrime two"
+            assert hanging.is_set()  # posted while the other feed's request is still open
+            release.set()
+            assert proc.wait(timeout=60) == 0
+    finally:
+        release.set()
+        server.shutdown()
+        server.server_close()
