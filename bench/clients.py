@@ -214,10 +214,14 @@ def store_write_times(storage: Path, changed: Sequence[int], repeats: int = 5) -
     from bot.store.base import Changes
     from bot.store.tinydb_store import TinyDBStore
 
-    out: dict[str, Any] = {"bytes": storage.stat().st_size}
+    seen_dir = storage.with_name(storage.name + ".seen")
+    seen_bytes = sum(p.stat().st_size for p in seen_dir.iterdir()) if seen_dir.is_dir() else 0
+    out: dict[str, Any] = {"bytes": storage.stat().st_size + seen_bytes}
     with tempfile.TemporaryDirectory(prefix="treaty-store-") as tmp:
         copy = Path(tmp) / storage.name
         shutil.copyfile(storage, copy)
+        if seen_dir.is_dir():
+            shutil.copytree(seen_dir, copy.with_name(copy.name + ".seen"))
         open_times = []
         for _ in range(3):
             started = time.perf_counter()
@@ -243,10 +247,14 @@ def store_write_times(storage: Path, changed: Sequence[int], repeats: int = 5) -
                                 record.id, record.validators, FeedState(True, seen), record.health
                             )
                         )
+                    writes, seen_written = store.writes, store.seen_files_written
                     started = time.perf_counter()
                     store.commit(Changes(sources=batch))
                     times.append(time.perf_counter() - started)
+                    main_written = (store.writes - writes) * copy.stat().st_size
+                    written = main_written + store.seen_files_written - seen_written
                 out[f"commit_{n}_changed_ms_median"] = round(statistics.median(times) * 1000, 2)
+                out[f"commit_{n}_changed_bytes"] = written
         finally:
             store.close()
     return out

@@ -1,8 +1,4 @@
 """Treaty Watch: alerts and answers about the UN Convention against Cybercrime."""
 
-from importlib.metadata import PackageNotFoundError, version
-
-try:
-    __version__ = version("treaty-bot")
-except PackageNotFoundError:  # pragma: no cover - running from a source tree without install
-    __version__ = "0.0.0"
+#: The one place the version is written (pyproject.toml reads it from here).
+__version__ = "0.1.0"

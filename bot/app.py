@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import gc
 import logging
 import os
 import random
@@ -21,7 +22,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from pathlib import Path
 from types import TracebackType
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from bot import __version__
 from bot.clock import Clock, SystemClock
@@ -55,7 +56,9 @@ from bot.store.runner import AsyncStore
 from bot.store.tinydb_store import TinyDBStore
 from bot.transports.base import Answer, Inbound, Transport
 from bot.transports.console import ConsoleTransport, Format
-from bot.web import WebServer
+
+if TYPE_CHECKING:
+    from bot.web import WebServer
 
 log = logging.getLogger(__name__)
 
@@ -176,6 +179,9 @@ class App:
         except BaseException:
             await self._close()
             raise
+        # what exists now (configuration, modules, the state's index) lives as long as the
+        # process: keep it out of the collector's scans, which would otherwise pause answers
+        gc.freeze()
         return self
 
     async def __aexit__(
@@ -574,6 +580,8 @@ class App:
         )
         http = self.config.bot.http
         if http.port:
+            from bot.web import WebServer  # only a running bot serves HTTP
+
             self.web = WebServer(http.host, http.port, self.metrics, self.health_problems)
             slack = self.transports.get("slack")
             if self.config.bot.slack.mode == "http" and slack is not None:

@@ -26,9 +26,8 @@ from bot.domain.model import (
 )
 from bot.domain.planner import FeedRule, HealthRule, plan_feed, plan_health
 from bot.domain.sessions import Snapshot, plan_changes
-from bot.sources.calendars import CalendarFailed, parse_calendar
-from bot.sources.feeds import ParseFailed, parse_feed
 from bot.sources.http import Fetched, FetchFailed, FetchResult, HttpFetcher, NotModified
+from bot.sources.parsed import CalendarFailed, ParseFailed
 from bot.sources.parsing import ParserCrashed, Parsers
 
 log = logging.getLogger(__name__)
@@ -150,9 +149,7 @@ async def poll_feed(
         return settled
     fetched, body_hash = settled
     try:
-        parsed = await (parsers or _THREADS).run(
-            len(fetched.body), parse_feed, fetched.body, fetched.content_type
-        )
+        parsed = await (parsers or _THREADS).feed(fetched.body, fetched.content_type)
     except ParserCrashed as err:
         return _parse_failed(feed.id, record, hrule, str(err), now)
     if isinstance(parsed, ParseFailed):
@@ -243,9 +240,7 @@ async def poll_calendar(
     fetched, body_hash = settled
     default_tz = ZoneInfo(calendar.timezone) if calendar.timezone else tz
     try:
-        parsed = await (parsers or _THREADS).run(
-            len(fetched.body),
-            parse_calendar,
+        parsed = await (parsers or _THREADS).calendar(
             fetched.body,
             source=calendar.id,
             kind=calendar.kind,

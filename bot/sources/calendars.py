@@ -88,6 +88,9 @@ from recurring_ical_events import EventAdapter, Occurrence, Series
 
 from bot.domain.matching import Matcher
 from bot.domain.model import EventKind, EventStatus, SessionEvent
+from bot.sources.parsed import CalendarFailed, ParsedCalendar
+
+__all__ = ["CalendarFailed", "ParsedCalendar", "parse_calendar"]
 
 #: Instants one series may iterate (before and inside the window together).
 SERIES_STEPS = 100_000
@@ -130,22 +133,6 @@ _TAG = re.compile(r"<(?:[A-Za-z][A-Za-z0-9]*|/[A-Za-z][A-Za-z0-9]*|!--)[^<>]*>")
 _HTTP = re.compile(r"^https?://[^\s\x00-\x1f\x7f]+$", re.IGNORECASE)
 _BEGIN = b"BEGIN:"
 _END = b"END:"
-
-
-@dataclass(frozen=True, slots=True)
-class ParsedCalendar:
-    """The occurrences in the window, sorted by start, and what had to be left out."""
-
-    events: tuple[SessionEvent, ...]
-    warnings: tuple[str, ...]
-    truncated: bool
-
-
-@dataclass(frozen=True, slots=True)
-class CalendarFailed:
-    """The bytes are not a usable iCalendar file; ``reason`` says why, for people."""
-
-    reason: str
 
 
 # ------------------------------------------------------------------------------ housekeeping

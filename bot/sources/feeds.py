@@ -12,7 +12,6 @@ import io
 import json
 import re
 import xml.parsers.expat
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from html.parser import HTMLParser
 from typing import Any
@@ -22,21 +21,12 @@ import feedparser.encodings as feedparser_encodings
 import feedparser.sanitizer as feedparser_sanitizer
 
 from bot.domain.model import FeedItem
+from bot.sources.parsed import ParsedFeed, ParseFailed
+
+__all__ = ["ParseFailed", "ParsedFeed", "html_to_text", "item_key", "parse_feed"]
 
 MAX_ITEMS = 500
 _HTML_TYPES = ("text/html", "application/xhtml+xml")
-
-
-@dataclass(frozen=True, slots=True)
-class ParsedFeed:
-    title: str | None
-    items: tuple[FeedItem, ...]
-    warning: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class ParseFailed:
-    reason: str
 
 
 class _TextExtractor(HTMLParser):

@@ -16,13 +16,16 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import importlib
 import logging
 import multiprocessing
 import os
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from typing import ParamSpec, TypeVar
+from typing import Any, ParamSpec, TypeVar
+
+from bot.sources.parsed import CalendarFailed, ParsedCalendar, ParsedFeed, ParseFailed
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +37,19 @@ PRELOAD = ["bot.sources.feeds", "bot.sources.calendars"]
 
 P = ParamSpec("P")
 T = TypeVar("T")
+
+
+#: The parsers, by name, imported where they run: this process never loads feedparser or
+#: icalendar when every body goes to a worker.
+PARSERS = {
+    "feed": ("bot.sources.feeds", "parse_feed"),
+    "calendar": ("bot.sources.calendars", "parse_calendar"),
+}
+
+
+def parse_by_name(name: str, *args: Any, **kwargs: Any) -> Any:
+    module, function = PARSERS[name]
+    return getattr(importlib.import_module(module), function)(*args, **kwargs)
 
 
 class ParserCrashed(Exception):
@@ -87,6 +103,18 @@ class Parsers:
                 self._replace(pool)
                 continue
         raise ParserCrashed("the parser process died while reading this body (twice)")
+
+    async def feed(self, body: bytes, content_type: str | None) -> ParsedFeed | ParseFailed:
+        """``bot.sources.feeds.parse_feed`` of ``body``."""
+        result = await self.run(len(body), parse_by_name, "feed", body, content_type)
+        assert isinstance(result, ParsedFeed | ParseFailed)
+        return result
+
+    async def calendar(self, body: bytes, **options: Any) -> ParsedCalendar | CalendarFailed:
+        """``bot.sources.calendars.parse_calendar`` of ``body``."""
+        result = await self.run(len(body), parse_by_name, "calendar", body, **options)
+        assert isinstance(result, ParsedCalendar | CalendarFailed)
+        return result
 
     def close(self) -> None:
         if self._pool is not None:

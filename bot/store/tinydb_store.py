@@ -180,6 +180,8 @@ class TinyDBStore:
         self._source_ids = {d["id"]: d.doc_id for d in self._sources.all()}
         self._outbox_ids = {d["key"]: d.doc_id for d in self._outbox.all()}
         self._seq = max((int(d["seq"]) for d in self._outbox.all()), default=0)
+        #: what commands read, decoded once per commit: health, event listings, recent news
+        self._decoded: dict[str, Any] = {}
         self._seen = SeenFiles(self._path.with_name(self._path.name + ".seen"), read_only=read_only)
         named = {d["seen_file"] for d in self._sources.all() if d.get("seen_file")}
         try:
@@ -276,11 +278,14 @@ class TinyDBStore:
         return codec.snapshot_from_json(data) if data else Snapshot()
 
     def snapshots(self) -> dict[str, Snapshot]:
-        return {
-            d["name"].removeprefix("events:"): codec.snapshot_from_json(d["data"])
-            for d in self._snapshots.all()
-            if d["name"].startswith("events:")
-        }
+        cached = self._decoded.get("snapshots")
+        if cached is None:
+            cached = self._decoded["snapshots"] = {
+                d["name"].removeprefix("events:"): codec.snapshot_from_json(d["data"])
+                for d in self._snapshots.all()
+                if d["name"].startswith("events:")
+            }
+        return dict(cached)
 
     def reminders(self) -> ReminderState:
         data = self._snapshot_data("reminders")
@@ -299,7 +304,12 @@ class TinyDBStore:
             self._snapshots.upsert(Document(doc, doc_id=doc_id))
 
     def healths(self) -> dict[str, SourceHealth]:
-        return {d["id"]: codec.health_from_json(dict(d)) for d in self._sources.all()}
+        cached = self._decoded.get("healths")
+        if cached is None:
+            cached = self._decoded["healths"] = {
+                d["id"]: codec.health_from_json(dict(d)) for d in self._sources.all()
+            }
+        return dict(cached)
 
     def next_seq(self) -> int:
         self._seq += 1
@@ -316,8 +326,13 @@ class TinyDBStore:
         return key in self._outbox_ids
 
     def recent_news(self, limit: int) -> list[NewsRecord]:
-        rows = [codec.news_from_json(dict(d)) for d in self._news.all()]
-        rows.sort(key=lambda n: n.seen_at, reverse=True)
+        rows = self._decoded.get("news")
+        if rows is None:
+            rows = self._decoded["news"] = sorted(
+                (codec.news_from_json(dict(d)) for d in self._news.all()),
+                key=lambda n: n.seen_at,
+                reverse=True,
+            )
         return rows[:limit]
 
     # -- the one write path -----------------------------------------------------------------
@@ -325,6 +340,7 @@ class TinyDBStore:
     def commit(self, changes: Changes) -> None:
         if not changes:
             return
+        self._decoded.clear()
         source_ids = dict(self._source_ids)
         outbox_ids = dict(self._outbox_ids)
         snapshot_ids = dict(self._snapshot_ids)

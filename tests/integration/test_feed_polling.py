@@ -19,6 +19,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 import bot.polling
+import bot.sources.feeds
 from bot.configuration.models import FeedConfig
 from bot.domain.model import Alert, SourceRecord
 from bot.polling import PollOutcome, poll_feed
@@ -126,7 +127,7 @@ def parses(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
         calls.append(body)
         return real(body, content_type)
 
-    monkeypatch.setattr(bot.polling, "parse_feed", counting)
+    monkeypatch.setattr(bot.sources.feeds, "parse_feed", counting)
     return calls
 
 
