@@ -78,6 +78,9 @@ TRANSPORTS_EVERY = timedelta(seconds=30)
 #: A round's finished polls are recorded (and, in ``once``, delivered) this often (seconds).
 ROUND_BATCH = 1.0
 
+#: Parser worker processes left idle this long are stopped (started again when needed).
+PARSERS_IDLE = timedelta(minutes=10)
+
 #: How long a stop may spend delivering what is due (seconds).
 SHUTDOWN_BUDGET = 10.0
 
@@ -127,7 +130,7 @@ class App:
         self.fetcher: HttpFetcher | None = None
         self.parsers = Parsers()
         self._active = asyncio.Semaphore(
-            config.bot.fetch.max_in_flight + 2 * max(1, self.parsers.workers)
+            config.bot.fetch.max_in_flight + 8 * max(1, self.parsers.workers)
         )
         self.outbox: Outbox | None = None
         self.supervisor = Supervisor()
@@ -521,6 +524,8 @@ class App:
     async def once(self) -> RoundReport:
         """One poll of every source, then deliver what is due (or, dry, print a preview)."""
         _, _, outbox = self._require()
+        if self.sources:
+            self.parsers.warm_up()
         await self._start_transports(read_input=False)
         report = await self.poll_round(after_batch=None if self.dry_run else outbox.deliver_due)
         evaluated = await self.evaluate()
@@ -602,6 +607,15 @@ class App:
         )
         self.supervisor.spawn("delivery", self._delivery_loop())
         self.supervisor.spawn("sessions", periodic("sessions", self.stop_event, self._sessions_job))
+        self.supervisor.spawn(
+            "parsers",
+            periodic(
+                "parsers",
+                self.stop_event,
+                self._parsers_job,
+                first_delay=PARSERS_IDLE.total_seconds(),
+            ),
+        )
         self._sync_pollers(first_run=True)
         self.supervisor.spawn("config-watch", self._watch_config())
         await outbox.retry_failed()
@@ -812,6 +826,12 @@ class App:
         if health.not_before is not None:
             delay = max(delay, health.not_before - self.clock.now())
         return delay
+
+    async def _parsers_job(self) -> timedelta:
+        """Between negotiation weeks most polls are 304s: parser workers idle that long go."""
+        if self.parsers.close_if_idle(PARSERS_IDLE.total_seconds()):
+            log.info("parser processes stopped after %s idle", PARSERS_IDLE)
+        return PARSERS_IDLE / 2
 
     async def _transports_job(self) -> timedelta:
         """Tell the ops channel once when a transport reports a (new) problem."""

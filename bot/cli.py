@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.util
 import json
 import os
 import sys
@@ -130,7 +131,20 @@ def _prefix(directory: str, line: str) -> str:
     return line if line.startswith(directory) else os.path.join(directory, line)
 
 
+def _stand_for_package_main() -> None:
+    """Started as the ``treaty-bot`` script, be ``bot.__main__``, which the script stands for.
+
+    A worker process (the parsers') prepares itself from the main module: by its path it would
+    run the script again and import the whole bot; by the name of a package's ``__main__`` it
+    imports nothing more than the parsers it was forked with.
+    """
+    module = sys.modules.get("__main__")
+    if module is not None and getattr(module, "__spec__", None) is None:
+        module.__spec__ = importlib.util.find_spec("bot.__main__")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    _stand_for_package_main()
     parser = build_parser()
     args = parser.parse_args(argv)
     setup_logging(args.log_level, args.log_format)

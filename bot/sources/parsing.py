@@ -20,6 +20,7 @@ import importlib
 import logging
 import multiprocessing
 import os
+import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -70,15 +71,43 @@ class Parsers:
     def __init__(self, workers: int | None = None) -> None:
         self.workers = default_workers() if workers is None else workers
         self._pool: ProcessPoolExecutor | None = None
+        self._starting: asyncio.Lock | None = None
+        self._warming: asyncio.Task[object] | None = None
         self.started_pools = 0
+        self._busy = 0
+        self._last_used = time.monotonic()
 
-    def _executor(self) -> ProcessPoolExecutor:
+    def _new_pool(self) -> ProcessPoolExecutor:
+        """A pool whose workers all run (blocking: the fork server imports the parsers first,
+        a few tenths of a second, so this runs in a thread, never on the loop)."""
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload(PRELOAD)
+        pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=context)
+        for started in [pool.submit(os.getpid) for _ in range(self.workers)]:
+            started.result()
+        return pool
+
+    async def _executor(self) -> ProcessPoolExecutor:
         if self._pool is None:
-            context = multiprocessing.get_context("forkserver")
-            context.set_forkserver_preload(PRELOAD)
-            self._pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=context)
-            self.started_pools += 1
+            self._starting = self._starting or asyncio.Lock()
+            async with self._starting:
+                if self._pool is None:
+                    self._pool = await asyncio.to_thread(self._new_pool)
+                    self.started_pools += 1
         return self._pool
+
+    def warm_up(self) -> None:
+        """Start the workers now, in the background, so that the first large body finds them
+        ready (``once`` and ``run`` call this before the first fetch)."""
+        if self.workers > 0 and self._pool is None and self._warming is None:
+            self._warming = asyncio.get_running_loop().create_task(self._warm())
+
+    async def _warm(self) -> object:
+        try:
+            return await self._executor()
+        except Exception:  # the first parse will start a pool again and report what fails
+            log.warning("parser processes could not be started in advance", exc_info=True)
+            return None
 
     def _replace(self, broken: ProcessPoolExecutor) -> None:
         if self._pool is broken:
@@ -95,13 +124,17 @@ class Parsers:
         loop = asyncio.get_running_loop()
         call: Callable[[], T] = functools.partial(fn, *args, **kwargs)
         for attempt in (1, 2):
-            pool = self._executor()
+            pool = await self._executor()
+            self._busy += 1
             try:
                 return await loop.run_in_executor(pool, call)
             except BrokenProcessPool:
                 log.warning("a parser process died; starting a new one attempt=%d", attempt)
                 self._replace(pool)
                 continue
+            finally:
+                self._busy -= 1
+                self._last_used = time.monotonic()
         raise ParserCrashed("the parser process died while reading this body (twice)")
 
     async def feed(self, body: bytes, content_type: str | None) -> ParsedFeed | ParseFailed:
@@ -116,7 +149,18 @@ class Parsers:
         assert isinstance(result, ParsedCalendar | CalendarFailed)
         return result
 
+    def close_if_idle(self, seconds: float) -> bool:
+        """Stop the workers if none has parsed for ``seconds``; whether they were stopped."""
+        idle = time.monotonic() - self._last_used >= seconds
+        if self._pool is None or self._busy or not idle:
+            return False
+        self.close()
+        return True
+
     def close(self) -> None:
+        if self._warming is not None:
+            self._warming.cancel()
+            self._warming = None
         if self._pool is not None:
             self._pool.shutdown(wait=False, cancel_futures=True)
             self._pool = None

@@ -113,3 +113,16 @@ async def test_a_body_that_kills_its_worker_fails_alone_and_the_pool_recovers() 
         assert answer.endswith("read ok") and not answer.startswith(f"pid {os.getpid()} ")
     finally:
         parsers.close()
+
+
+async def test_idle_workers_are_stopped_and_started_again_when_needed() -> None:
+    parsers = Parsers(workers=1)
+    try:
+        assert not parsers.close_if_idle(0)  # nothing started yet
+        first = await parsers.run(IN_PROCESS_BELOW, die_if, "a")
+        assert not parsers.close_if_idle(3600)
+        assert parsers.close_if_idle(0)
+        second = await parsers.run(IN_PROCESS_BELOW, die_if, "b")
+        assert parsers.started_pools == 2 and first.split()[1] != second.split()[1]
+    finally:
+        parsers.close()
