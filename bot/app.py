@@ -359,13 +359,21 @@ class App:
             return await self._poll(feed, now=now)
 
     async def _poll(self, feed: SourceConfig, *, now: datetime | None) -> PollOutcome:
-        store, fetcher, _ = self._require()
         try:
-            record = await store.source(feed.id)
+            return await self._poll_source(feed, now=now)
         except StoreError as err:
             # this source's part of the state cannot be read: leave it alone, poll the others
             log.error("source not polled source=%s error=%s", feed.id, err)
             return PollOutcome(feed.id, SourceRecord(feed.id), (), (), False, "skipped", str(err))
+        except Exception as err:
+            # a flaw of ours on this source's input must not cost the other sources their round
+            log.exception("source not polled source=%s", feed.id)
+            reason = f"internal error: {type(err).__name__}"
+            return PollOutcome(feed.id, SourceRecord(feed.id), (), (), False, "skipped", reason)
+
+    async def _poll_source(self, feed: SourceConfig, *, now: datetime | None) -> PollOutcome:
+        store, fetcher, _ = self._require()
+        record = await store.source(feed.id)
         if isinstance(feed, CalendarConfig):
             outcome = await poll_calendar(
                 fetcher,

@@ -10,13 +10,20 @@ from bot.domain.model import SessionEvent
 
 def format_local(instant: datetime, tz: ZoneInfo) -> str:
     """``Sat 28 Nov 2026, 10:00 CET``."""
-    local = instant.astimezone(tz)
+    local = _local(instant, tz)
     return local.strftime("%a %d %b %Y, %H:%M ") + (local.tzname() or tz.key)
 
 
 def format_day(instant: datetime, tz: ZoneInfo) -> str:
-    local = instant.astimezone(tz)
-    return local.strftime("%a %d %b %Y")
+    return _local(instant, tz).strftime("%a %d %b %Y")
+
+
+def _local(instant: datetime, tz: ZoneInfo) -> datetime:
+    """``instant`` in ``tz``; at the edges of the calendar (year 9999, from a feed), as it is."""
+    try:
+        return instant.astimezone(tz)
+    except (OverflowError, ValueError):
+        return instant
 
 
 def format_span(

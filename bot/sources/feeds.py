@@ -86,6 +86,8 @@ def _when(entry: Any) -> datetime | None:
         if parsed:
             try:
                 year, month, day, hour, minute, second = (int(v) for v in parsed[:6])
+                if not 1 < year < 9999:  # no arithmetic or time zone would work on it
+                    continue
                 return datetime(year, month, day, hour, minute, second, tzinfo=UTC)
             except (TypeError, ValueError):
                 continue

@@ -76,7 +76,17 @@ def _decode(path: Path, raw: bytes) -> dict[str, Any]:
             f"not a treaty-bot state file (unexpected structure). {hint}", resource=str(path)
         )
     meta = data.get("meta", {}).get("1", {})
-    if data and meta.get("schema", SCHEMA) != SCHEMA:
+    if "schema" not in meta:  # every state the bot writes says which it is
+        raise StoreCorrupt(
+            f"not a treaty-bot state file (no schema mark in meta). {hint}", resource=str(path)
+        )
+    for table, key in (("sources", "id"), ("outbox", "key"), ("snapshots", "name")):
+        for doc_id, doc in data.get(table, {}).items():
+            if not isinstance(doc.get(key), str):
+                raise StoreCorrupt(
+                    f"{table} record {doc_id} has no {key}. {hint}", resource=str(path)
+                )
+    if meta.get("schema", SCHEMA) != SCHEMA:
         raise StoreCorrupt(
             f"written by another version (schema {meta.get('schema')}). {hint}", resource=str(path)
         )

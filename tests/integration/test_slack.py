@@ -909,3 +909,38 @@ def test_the_stand_in_also_runs_in_a_thread_of_its_own() -> None:
         assert answer["text"].startswith("*Answer to help*")
         [call] = standin.sync(standin.wait_for_calls("chat.postMessage"))
         assert call.status == 200 and len(standin.messages("C0ALERTS")) == 1
+
+
+async def test_a_burst_of_100_alerts_to_one_channel_is_paced_in_order_once_each(
+    make_transport: Make, commands: Commands, slack: SlackStandIn
+) -> None:
+    """Reliability 13: about one post a second, none lost, none twice, none out of order."""
+    clock = FakeTime()
+    transport = make_transport(min_interval=1.0, sleep=clock.sleep, monotonic=clock.monotonic)
+    await transport.start(commands)
+    burst = [make_alert(alert_id=f"news:burst:{n:03d}", title=f"Item {n:03d}") for n in range(100)]
+    for alert in burst:
+        await transport.send(ChannelName("alerts"), alert, key_of(alert))
+
+    calls = slack.calls_to("chat.postMessage")
+    assert [c.status for c in calls] == [200] * 100  # no 429 surfaced, nothing retried
+    posted = [m.metadata for m in slack.messages("C0ALERTS")]
+    assert [p["event_payload"]["alert_id"] if p else None for p in posted] == [a.id for a in burst]
+    assert len(clock.requested) == 99 and all(0 < s <= 1.0 for s in clock.requested)
+    assert sum(clock.requested) == pytest.approx(99.0, abs=1.0)  # ~1 message/s (fake clock)
+
+
+async def test_a_command_delivered_four_times_runs_once(
+    driver: Driver, slack: SlackStandIn, commands: Commands
+) -> None:
+    """Reliability 9: Slack's first try and its three retries (HTTP ``X-Slack-Retry-Num`` 1-3
+    with reason ``http_timeout``, or Socket Mode ``retry_attempt``) run the command once."""
+    command = slack.slash_command("status")
+    for attempt in (None, 1, 2, 3):
+        assert (await driver.command(command, retry=attempt)).status == 200
+    await slack.wait_response(command.response)
+    later = slack.slash_command("clauses")
+    await driver.command(later)
+    await slack.wait_response(later.response)
+    assert commands.texts == ["status", "clauses"]
+    assert len(slack.responses[command.response]) == 1
