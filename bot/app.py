@@ -146,6 +146,8 @@ class App:
         self._rules = {f.id: feed_rule(f) for f in config.feeds}
         self._pollers: dict[str, tuple[SourceConfig, asyncio.Task[None]]] = {}
         self.reload_requested = asyncio.Event()
+        self._to_record: list[tuple[PollOutcome, asyncio.Future[None]]] = []
+        self._record_kick = asyncio.Event()
         self._config_seen = self._config_signature()
 
     # -- life cycle -------------------------------------------------------------------------
@@ -285,9 +287,30 @@ class App:
         ]
         events.extend(self.config.sessions())
         healths = await store.healths()
+        # a thousand sources take a while to describe: off the loop
+        views = await asyncio.to_thread(self._source_views, healths, dict(self.status))
+        return CommandView(
+            sessions=tuple(events),
+            clauses=self.config.clauses(),
+            news=tuple(await store.recent_news(50)),
+            sources=tuple(views),
+            tz=self.config.tz,
+            is_admin=self.is_admin(inbound),
+            status=StatusInfo(
+                version=__version__,
+                started_at=self.started_at,
+                queued_alerts=outbox.depth,
+                transports=tuple(self.transports),
+            ),
+            source_names={s.id: s.name for s in self.sources},
+        )
+
+    def _source_views(
+        self, healths: Mapping[str, SourceHealth], statuses: Mapping[str, SourceStatus]
+    ) -> list[SourceView]:
         views = []
         for source in self.sources:
-            status = self.status.get(source.id, SourceStatus())
+            status = statuses.get(source.id, SourceStatus())
             health = healths.get(source.id, SourceHealth())
             if status.last_success and (
                 health.last_success is None or status.last_success > health.last_success
@@ -305,28 +328,14 @@ class App:
                     last_outcome=status.last_outcome,
                 )
             )
-        return CommandView(
-            sessions=tuple(events),
-            clauses=self.config.clauses(),
-            news=tuple(await store.recent_news(50)),
-            sources=tuple(views),
-            tz=self.config.tz,
-            is_admin=self.is_admin(inbound),
-            status=StatusInfo(
-                version=__version__,
-                started_at=self.started_at,
-                queued_alerts=outbox.depth,
-                transports=tuple(self.transports),
-            ),
-            source_names={s.id: s.name for s in self.sources},
-        )
+        return views
 
     async def answer(self, inbound: Inbound) -> Answer:
         """Answer one command from any transport; never raises."""
         started = time.monotonic()
         try:
             view = await self.command_view(inbound)
-            reply = handle(inbound.text, view, self.clock.now())
+            reply = await asyncio.to_thread(handle, inbound.text, view, self.clock.now())
             if reply.action == "reload":
                 log.info("reload requested platform=%s user=%s", inbound.platform, inbound.user)
                 problems = await self.reload()
@@ -614,6 +623,7 @@ class App:
             ),
         )
         self.supervisor.spawn("delivery", self._delivery_loop())
+        self.supervisor.spawn("recorder", self._recorder())
         self.supervisor.spawn("sessions", periodic("sessions", self.stop_event, self._sessions_job))
         self.supervisor.spawn(
             "parsers",
@@ -822,18 +832,40 @@ class App:
 
     async def _poll_job(self, feed: SourceConfig) -> timedelta:
         outcome = await self.poll(feed)
+        recorded = asyncio.get_running_loop().create_future()
+        self._to_record.append((outcome, recorded))
+        self._record_kick.set()
         try:
-            alerts = await self.record([outcome])
+            await recorded
         except Exception:
             log.exception("could not record a poll; it is repeated next time source=%s", feed.id)
             return timedelta(minutes=1)
-        if alerts:
-            self.delivery_kick.set()
         health = outcome.record.health
         delay = next_poll_delay(feed.every, health.failures, self.config.bot.fetch.backoff_cap)
         if health.not_before is not None:
             delay = max(delay, health.not_before - self.clock.now())
         return delay
+
+    async def _recorder(self) -> None:
+        """Commits the polls that finished, together, at most every ``ROUND_BATCH`` seconds:
+        a thousand feeds polled each minute make one write a second, not seventeen."""
+        while True:
+            await self._record_kick.wait()
+            await asyncio.sleep(ROUND_BATCH)  # batching window: the polls finishing meanwhile
+            self._record_kick.clear()
+            batch, self._to_record = self._to_record, []
+            try:
+                alerts = await self.record([outcome for outcome, _ in batch])
+            except Exception as err:
+                for _, recorded in batch:
+                    if not recorded.done():
+                        recorded.set_exception(err)
+                continue
+            for _, recorded in batch:
+                if not recorded.done():
+                    recorded.set_result(None)
+            if alerts:
+                self.delivery_kick.set()
 
     async def _parsers_job(self) -> timedelta:
         """Between negotiation weeks most polls are 304s: parser workers idle that long go."""

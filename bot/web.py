@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
 
@@ -59,5 +60,7 @@ class WebServer:
         return web.json_response({"status": "ok"})
 
     async def _metrics(self, request: web.Request) -> web.Response:
-        body = self.metrics.render()
+        # a thousand sources make thousands of series: rendered off the loop (prometheus-client
+        # locks each metric while reading it)
+        body = await asyncio.to_thread(self.metrics.render)
         return web.Response(body=body, headers={"Content-Type": self.metrics.content_type})

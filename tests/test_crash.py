@@ -88,6 +88,18 @@ def test_sigkill_at_random_moments(tmp_path: Path, feeds: tuple[GrowingFeeds, st
             json.loads(line)["title"] for line in out.decode().splitlines() if line.strip()
         )
 
+    # the first poll of each feed only remembers what exists: recorded by a clean round first,
+    # so that every item served afterwards must be posted (a kill before a first poll is
+    # recorded makes the next poll the first one, which rightly posts nothing)
+    baseline = subprocess.run(
+        [sys.executable, "-m", "bot", "once", "--config", str(config), "--format", "jsonl"],
+        capture_output=True,
+        env=env,
+        cwd=REPO,
+        timeout=120,
+        check=True,
+    )
+    collect(baseline.stdout)
     for _ in range(20):
         proc = subprocess.Popen(
             [sys.executable, "-m", "bot", "run", "--config", str(config), "--format", "jsonl"],

@@ -557,11 +557,25 @@ def feeds_body(sources: Sequence[SourceView], tz: ZoneInfo) -> Rich:
                 ".",
             ),
         )
-    failing = sum(1 for s in sources if _is_failing(s))
-    return (
-        para(f"{plural(len(sources), 'source')}: {len(sources) - failing} ok, {failing} failing."),
-        Bullets(tuple(source_line(s, tz) for s in sources)),
-    )
+    failing = [s for s in sources if _is_failing(s)]
+    shown = list(sources)
+    if len(shown) > FEEDS_SHOWN:  # too many for a message: the failing ones matter most
+        shown = (failing + [s for s in sources if not _is_failing(s)])[:FEEDS_SHOWN]
+    body: list[Block] = [
+        para(
+            f"{plural(len(sources), 'source')}: {len(sources) - len(failing)} ok, "
+            f"{len(failing)} failing."
+        ),
+        Bullets(tuple(source_line(s, tz) for s in shown)),
+    ]
+    if len(sources) > len(shown):
+        rest = len(sources) - len(shown)
+        body.append(para(f"… and {plural(rest, 'more source')}, failing ones listed first."))
+    return tuple(body)
+
+
+#: A chat message lists at most this many sources (failing ones first).
+FEEDS_SHOWN = 40
 
 
 # ------------------------------------------------------------------------------- status

@@ -716,3 +716,30 @@ def test_untrusted_clause_query_is_echoed_as_plain_text() -> None:
     reply = handle("clause <!channel>", view(), NOW)
     assert not reply.ok
     assert Span("<!channel>") in spans(reply)
+
+
+def test_a_thousand_feeds_list_the_failing_first_and_stay_short() -> None:
+    from datetime import timedelta as _td
+
+    from bot.domain.model import SourceHealth, SourceView
+    from bot.domain.replies import FEEDS_SHOWN, feeds_body
+    from bot.domain.text import Bullets, render_plain
+
+    sources = [
+        SourceView(
+            f"f{n}",
+            f"Feed {n}",
+            "feed",
+            f"https://e.org/{n}",
+            _td(minutes=15),
+            SourceHealth(failures=2, last_error="HTTP 500") if n in (500, 999) else SourceHealth(),
+        )
+        for n in range(1000)
+    ]
+    body = feeds_body(sources, ZoneInfo("Europe/Vienna"))
+    bullets = next(b for b in body if isinstance(b, Bullets))
+    assert len(bullets.items) == FEEDS_SHOWN
+    text = render_plain(body)
+    assert "1000 sources: 998 ok, 2 failing." in text
+    assert text.index("Feed 500") < text.index("Feed 0") and "Feed 999" in text
+    assert f"and {1000 - FEEDS_SHOWN} more sources" in text
