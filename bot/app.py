@@ -147,7 +147,7 @@ class App:
         self._pollers: dict[str, tuple[SourceConfig, asyncio.Task[None]]] = {}
         self.reload_requested = asyncio.Event()
         self._to_record: list[tuple[PollOutcome, asyncio.Future[None]]] = []
-        self._record_kick = asyncio.Event()
+        self._recorder: asyncio.Task[None] | None = None
         self._config_seen = self._config_signature()
 
     # -- life cycle -------------------------------------------------------------------------
@@ -199,6 +199,10 @@ class App:
 
     async def _close(self) -> None:
         await self.supervisor.stop()
+        if self._recorder is not None:  # polls not recorded yet are repeated at the next start
+            self._recorder.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._recorder
         await self._stop_transports()
         self.console.close()
         if self.fetcher is not None:
@@ -623,7 +627,6 @@ class App:
             ),
         )
         self.supervisor.spawn("delivery", self._delivery_loop())
-        self.supervisor.spawn("recorder", self._recorder())
         self.supervisor.spawn("sessions", periodic("sessions", self.stop_event, self._sessions_job))
         self.supervisor.spawn(
             "parsers",
@@ -832,9 +835,10 @@ class App:
 
     async def _poll_job(self, feed: SourceConfig) -> timedelta:
         outcome = await self.poll(feed)
-        recorded = asyncio.get_running_loop().create_future()
+        recorded: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._to_record.append((outcome, recorded))
-        self._record_kick.set()
+        if self._recorder is None or self._recorder.done():
+            self._recorder = asyncio.create_task(self._record_soon(), name="recorder")
         try:
             await recorded
         except Exception:
@@ -846,13 +850,11 @@ class App:
             delay = max(delay, health.not_before - self.clock.now())
         return delay
 
-    async def _recorder(self) -> None:
+    async def _record_soon(self) -> None:
         """Commits the polls that finished, together, at most every ``ROUND_BATCH`` seconds:
         a thousand feeds polled each minute make one write a second, not seventeen."""
-        while True:
-            await self._record_kick.wait()
+        while self._to_record:
             await asyncio.sleep(ROUND_BATCH)  # batching window: the polls finishing meanwhile
-            self._record_kick.clear()
             batch, self._to_record = self._to_record, []
             try:
                 alerts = await self.record([outcome for outcome, _ in batch])
