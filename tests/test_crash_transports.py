@@ -1,0 +1,391 @@
+"""`kill -9` at random moments loses no alert and posts none twice, on Slack and on Matrix.
+
+The real `treaty-bot run` process posts the items of feeds that grow on every request
+(``tests.crashfeeds``) to the loopback Slack stand-in, or to a real Synapse, and is SIGKILLed at
+a random moment of each run; clean `treaty-bot once` rounds then deliver what the kills left
+behind. Rows that a kill left in ``sending`` are reconciled through the platform (Slack: the
+outbox key in the message metadata of ``conversations.history``; Matrix: the transaction id
+and the event's alert field), so what the platform shows at the end must be every item served
+after each feed's first poll, each exactly once. The platform outlives every bot process: the
+stand-in runs in this test process, Synapse for the whole session.
+
+Each poll brings several new items per feed, one channel per feed: Slack paces posts to a
+channel (one a second), and the bot reaches Synapse through a loopback proxy that holds every
+message send a quarter of a second, so a channel's rows take long enough to post that many
+kills land between their "sending" and "sent" marks; each test checks that some did (the
+platform was asked about an interrupted row).
+
+A kill lands 0.5–3 s after the run started: mostly after the transport connected (the stand-in
+saw the Socket Mode connection; the bot logged ``matrix connected``), when it polls and posts,
+sometimes counted from the spawn, so that start-up is hit too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, urlencode
+
+import aiohttp
+import pytest
+from aiohttp import web
+from yarl import URL
+
+from tests.crashfeeds import (
+    FEEDS,
+    assert_exactly_once,
+    bot_env,
+    growing_feeds,
+    once,
+    start_run,
+    titles_in,
+    write_config,
+)
+from tests.integration.slack_standin import APP_TOKEN, BOT_TOKEN, SlackStandIn
+from tests.integration.synapse import Synapse, synapse  # noqa: F401 - the fixture
+
+KILLS = 12
+SEED = 20261129
+#: A kill lands this many seconds after the run started (fault injection, seeded).
+KILL_WINDOW = (0.5, 3.0)
+#: How often the moment is counted from the spawn rather than from the connection.
+FROM_SPAWN = 0.25
+#: The deadline of every wait on a condition; it only turns a hang into a failure.
+WAIT = 30.0
+#: Items a feed gains per request: one poll queues several rows for one channel, which Slack
+#: paces (a post a second), so that kills land between the rows' "sending" and "sent" marks.
+PER_REQUEST = 3
+#: One logical channel per feed (posts to different channels are not paced together).
+CHANNELS = tuple(f"news-{i}" for i in range(FEEDS))
+
+
+class Runs:
+    """The bot processes of one test, each with its own log; every one is killed at the end."""
+
+    def __init__(self, logs: Path, config: Path, env: dict[str, str]) -> None:
+        self.logs = logs
+        self.config = config
+        self.env = env
+        self.procs: list[subprocess.Popen[bytes]] = []
+        logs.mkdir()
+
+    def log(self, name: str) -> Path:
+        return self.logs / f"{len(list(self.logs.iterdir())):02d}-{name}.log"
+
+    def once(self) -> None:
+        path = self.log("once")
+        with path.open("wb") as out:
+            try:
+                once(self.config, self.env, log=out)
+            except subprocess.CalledProcessError as err:
+                pytest.fail(f"treaty-bot once exited with {err.returncode}:\n{tail(path)}")
+
+    def run(self) -> tuple[subprocess.Popen[bytes], Path]:
+        path = self.log("run")
+        with path.open("wb") as out:
+            proc = start_run(self.config, self.env, log=out)
+        self.procs.append(proc)
+        return proc, path
+
+    def close(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait()
+
+    def summary(self) -> str:
+        return "\n".join(f"--- {p.name}\n{tail(p, 15)}" for p in sorted(self.logs.iterdir()))
+
+
+def tail(path: Path, lines: int = 40) -> str:
+    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+
+
+#: Called just before a run is spawned; returns what waits until that run is connected.
+Connected = Callable[[], Callable[[subprocess.Popen[bytes], Path], None]]
+
+
+def kill_at_random_moments(runs: Runs, rng: random.Random, connected: Connected) -> None:
+    """``KILLS`` runs, each SIGKILLed at a random moment (from the spawn or the connection)."""
+    for _ in range(KILLS):
+        from_spawn = rng.random() < FROM_SPAWN
+        delay = rng.uniform(*KILL_WINDOW)
+        wait = connected()
+        proc, log = runs.run()
+        if not from_spawn:
+            wait(proc, log)
+        time.sleep(delay)  # fault injection: the kill lands anywhere in what the bot does
+        assert proc.poll() is None, f"the bot exited by itself:\n{tail(log)}"
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+
+
+def wait_for_log(proc: subprocess.Popen[bytes], log: Path, text: str) -> None:
+    """Wait until the bot's log says ``text`` (it must not exit meanwhile)."""
+    deadline = time.monotonic() + WAIT
+    while text not in log.read_text(errors="replace"):
+        assert proc.poll() is None, f"the bot exited before it said {text!r}:\n{tail(log)}"
+        assert time.monotonic() < deadline, f"the bot did not say {text!r}:\n{tail(log)}"
+        time.sleep(0.05)  # polling a file, under the deadline above
+
+
+# ----------------------------------------------------------------------------- Slack
+
+
+def test_slack_posts_every_item_once_across_sigkills(tmp_path: Path) -> None:
+    rng = random.Random(SEED)
+    slack_ids = {name: f"C0{name.upper().replace('-', '')}" for name in CHANNELS}
+    with growing_feeds(per_request=PER_REQUEST) as (state, base), SlackStandIn() as slack:
+        for name, channel_id in slack_ids.items():
+            slack.add_channel(channel_id, name)
+        config = write_config(
+            tmp_path / "cfg",
+            storage=tmp_path / "data" / "state.json",
+            base=base,
+            channels={name: {"slack": channel_id} for name, channel_id in slack_ids.items()},
+            feed_channels=CHANNELS,
+            max_new_items=100,
+        )
+        env = bot_env(
+            SLACK_BOT_TOKEN=BOT_TOKEN, SLACK_APP_TOKEN=APP_TOKEN, SLACK_API_URL=slack.api_url
+        )
+
+        def connected() -> Callable[[subprocess.Popen[bytes], Path], None]:
+            count = slack.connections + 1  # the next Socket Mode connection is the run's
+
+            def wait(proc: subprocess.Popen[bytes], log: Path) -> None:
+                try:
+                    slack.sync(slack.wait_connected(count))
+                except AssertionError as err:
+                    pytest.fail(f"{err}:\n{tail(log)}")
+
+            return wait
+
+        runs = Runs(tmp_path / "logs", config, env)
+        try:
+            runs.once()  # records each feed's first, empty, poll
+            kill_at_random_moments(runs, rng, connected)
+            for _ in range(2):
+                runs.once()  # clean rounds deliver whatever the kills left behind
+        finally:
+            runs.close()
+
+        def answered() -> bool:
+            return all(
+                c.status is not None or c.error is not None
+                for c in slack.calls_to("chat.postMessage")
+            )
+
+        # a post whose sender was killed is still answered (and so recorded) by the stand-in
+        slack.sync(slack.wait_until(answered, "an answer to every chat.postMessage"))
+        posted: list[str] = []
+        for channel_id in slack_ids.values():
+            for message in slack.messages(channel_id):
+                titles = titles_in(message.text)
+                assert len(titles) == 1, message.text
+                posted.extend(titles)
+        checks = len(slack.calls_to("conversations.history"))
+        print(f"slack: {len(posted)} posts, {checks} history checks\n{runs.summary()}")
+    assert_exactly_once(posted, state.snapshot(), minimum=FEEDS * 3)
+    # and the kills did leave rows in "sending", which were looked up before any repost
+    assert checks > 0, "no kill landed between a row's sending and sent marks"
+
+
+# ----------------------------------------------------------------------------- Matrix
+
+#: How long the proxy holds each message send: a group of rows then takes long enough to post
+#: that kills land between its "sending" and "sent" marks (Synapse alone answers in ~20 ms).
+SEND_DELAY = 0.25
+_HOP_HEADERS = frozenset({"host", "content-length", "transfer-encoding", "connection"})
+
+
+class SlowSends:
+    """A reverse proxy on loopback in front of Synapse that holds every message send a while.
+
+    Latency injection only: every request goes on to Synapse unchanged, also a send whose bot
+    was killed while it was held (as a request already on the wire would). ``orphaned`` counts
+    those, ``lookups`` the reads of a room's messages (the bot's ``was_delivered``);
+    ``wait_idle`` waits until no send is held or on its way.
+    """
+
+    def __init__(self, upstream: str, delay: float = SEND_DELAY) -> None:
+        self.upstream = upstream.rstrip("/")
+        self.delay = delay
+        self.port = 0
+        self.sends = 0
+        self.orphaned = 0
+        self.lookups = 0
+        self._in_flight = 0
+        self._changed = threading.Condition()
+        self._ready = threading.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+        self._thread = threading.Thread(target=asyncio.run, args=(self._serve(),), daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def __enter__(self) -> SlowSends:
+        self._thread.start()
+        assert self._ready.wait(WAIT), "the proxy did not start"
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._loop is not None and self._stop is not None:
+            self._loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(WAIT)
+
+    def wait_idle(self) -> None:
+        with self._changed:
+            idle = self._changed.wait_for(lambda: self._in_flight == 0, WAIT)
+        assert idle, f"{self._in_flight} message send(s) still on their way to Synapse"
+
+    def _count(self, change: int) -> None:
+        with self._changed:
+            self._in_flight += change
+            self._changed.notify_all()
+
+    async def _serve(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._stop = asyncio.Event()
+        timeout = aiohttp.ClientTimeout(total=None, sock_read=120)
+        async with aiohttp.ClientSession(timeout=timeout, auto_decompress=False) as session:
+
+            async def forward(request: web.Request) -> web.StreamResponse:
+                body = await request.read()
+                send = request.method == "PUT" and "/send/m.room.message/" in request.path
+                if request.method == "GET" and request.path.endswith("/messages"):
+                    self.lookups += 1  # was_delivered reads the room's recent messages
+                if send:
+                    self.sends += 1
+                    self._count(+1)
+                try:
+                    if send:
+                        await asyncio.sleep(self.delay)  # latency injection, see SEND_DELAY
+                    async with session.request(
+                        request.method,
+                        URL(self.upstream + request.raw_path, encoded=True),
+                        data=body,
+                        headers={
+                            k: v
+                            for k, v in request.headers.items()
+                            if k.lower() not in _HOP_HEADERS
+                        },
+                        allow_redirects=False,
+                    ) as upstream:
+                        payload = await upstream.read()
+                        answer = web.Response(status=upstream.status, body=payload)
+                        for name in ("Content-Type", "Content-Encoding"):
+                            if name in upstream.headers:
+                                answer.headers[name] = upstream.headers[name]
+                    if send and (request.transport is None or request.transport.is_closing()):
+                        self.orphaned += 1  # Synapse has it; the bot that sent it is gone
+                    return answer
+                finally:
+                    if send:
+                        self._count(-1)
+
+            app = web.Application(client_max_size=10 * 1024**2)
+            app.router.add_route("*", "/{tail:.*}", forward)
+            runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
+            await runner.setup()
+            site = web.TCPSite(runner, "127.0.0.1", 0)
+            await site.start()
+            self.port = runner.addresses[0][1]
+            self._ready.set()
+            try:
+                await self._stop.wait()
+            finally:
+                await runner.cleanup()
+
+
+def room_messages(hs: Synapse, room_id: str, token: str) -> list[dict[str, Any]]:
+    """Every event of the room's timeline, oldest first, as a member reads them."""
+    events: list[dict[str, Any]] = []
+    start: str | None = None
+    while True:
+        query = {"dir": "b", "limit": "500"}
+        if start is not None:
+            query["from"] = start
+        page = hs.request(
+            "GET",
+            f"/_matrix/client/v3/rooms/{quote(room_id, safe='')}/messages?{urlencode(query)}",
+            token=token,
+        )
+        events.extend(page.get("chunk", []))
+        end = page.get("end")
+        if not page.get("chunk") or end is None or end == start:
+            return list(reversed(events))
+        start = end
+
+
+def test_matrix_posts_every_item_once_across_sigkills(
+    tmp_path: Path,
+    synapse: Synapse,  # noqa: F811
+) -> None:
+    rng = random.Random(SEED + 1)
+    bot = synapse.register()
+    member = synapse.register()
+    rooms = {
+        name: synapse.request(
+            "POST",
+            "/_matrix/client/v3/createRoom",
+            {"preset": "private_chat", "invite": [bot.user_id], "name": name},
+            token=member.access_token,
+        )["room_id"]
+        for name in CHANNELS
+    }
+    with growing_feeds(per_request=PER_REQUEST) as (state, base), SlowSends(synapse.base_url) as hs:
+        config = write_config(
+            tmp_path / "cfg",
+            storage=tmp_path / "data" / "state.json",
+            base=base,
+            channels={name: {"matrix": room_id} for name, room_id in rooms.items()},
+            feed_channels=CHANNELS,
+            max_new_items=100,
+        )
+        env = bot_env(
+            MATRIX_HOMESERVER=hs.url,
+            MATRIX_USER_ID=bot.user_id,
+            MATRIX_ACCESS_TOKEN=bot.access_token,
+        )
+
+        def connected() -> Callable[[subprocess.Popen[bytes], Path], None]:
+            def wait(proc: subprocess.Popen[bytes], log: Path) -> None:
+                wait_for_log(proc, log, "matrix connected")
+
+            return wait
+
+        runs = Runs(tmp_path / "logs", config, env)
+        try:
+            runs.once()  # joins the rooms and records each feed's first, empty, poll
+            kill_at_random_moments(runs, rng, connected)
+            for _ in range(2):
+                runs.once()  # clean rounds deliver whatever the kills left behind
+        finally:
+            runs.close()
+        hs.wait_idle()  # a send whose bot was killed still arrives: counted with the rest
+
+    posted: list[str] = []
+    for room_id in rooms.values():
+        for event in room_messages(synapse, room_id, member.access_token):
+            if event.get("type") != "m.room.message" or event.get("sender") != bot.user_id:
+                continue
+            titles = titles_in(str(event.get("content", {}).get("body", "")))
+            assert len(titles) == 1, event
+            posted.extend(titles)
+    print(
+        f"matrix: {len(posted)} posts, {hs.sends} sends, {hs.orphaned} orphaned, "
+        f"{hs.lookups} lookups\n{runs.summary()}"
+    )
+    assert_exactly_once(posted, state.snapshot(), minimum=FEEDS * 3)
+    # and the kills did leave rows in "sending", which were looked up before any repost
+    assert hs.lookups > 0, "no kill landed between a row's sending and sent marks"
