@@ -374,15 +374,14 @@ class App:
     async def _poll(self, feed: SourceConfig, *, now: datetime | None) -> PollOutcome:
         try:
             return await self._poll_source(feed, now=now)
-        except StoreError as err:
-            # this source's part of the state cannot be read: leave it alone, poll the others
+        except StoreError as err:  # this source's part of the state cannot be read
             log.error("source not polled source=%s error=%s", feed.id, err)
-            return PollOutcome(feed.id, SourceRecord(feed.id), (), (), False, "skipped", str(err))
-        except Exception as err:
-            # a flaw of ours on this source's input must not cost the other sources their round
+            reason = str(err)
+        except Exception as err:  # a flaw of ours on this source's input
             log.exception("source not polled source=%s", feed.id)
             reason = f"internal error: {type(err).__name__}"
-            return PollOutcome(feed.id, SourceRecord(feed.id), (), (), False, "skipped", reason)
+        # either way the other sources keep their round
+        return PollOutcome(feed.id, SourceRecord(feed.id), (), (), False, "skipped", reason)
 
     async def _poll_source(self, feed: SourceConfig, *, now: datetime | None) -> PollOutcome:
         store, fetcher, _ = self._require()

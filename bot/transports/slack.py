@@ -653,23 +653,13 @@ class SlackTransport:
         client = self._require_client()
         try:
             result = await client.auth_test()
-        except SlackApiError as err:
-            code = _error_code(err)
-            if code in _TOKEN_REFUSED or _status(err) in (401, 403):
-                raise DeliveryError(
-                    f"Slack rejected SLACK_BOT_TOKEN: {code}: copy the Bot User OAuth Token "
-                    "(xoxb-) from the app's OAuth & Permissions page, reinstall the app if it "
-                    "was removed, and restart (docs/slack.md)",
-                    resource="slack",
-                    permanent=True,
-                ) from None
-            raise DeliveryError(
-                f"auth.test failed (HTTP {_status(err)}, {code})", resource="slack"
-            ) from None
-        except _NETWORK as err:
-            raise DeliveryError(
-                f"cannot reach the Slack API at {self.api_url}: {type(err).__name__}",
-                resource="slack",
+        except (SlackApiError, *_NETWORK) as err:
+            raise self._startup_error(
+                err,
+                "auth.test",
+                "SLACK_BOT_TOKEN",
+                "copy the Bot User OAuth Token (xoxb-) from the app's OAuth & Permissions page, "
+                "reinstall the app if it was removed, and restart (docs/slack.md)",
             ) from None
         data = result.data if isinstance(result.data, dict) else {}
         self._bot_user = str(data.get("user") or self._bot_user)
@@ -682,6 +672,21 @@ class SlackTransport:
             bot_id=data.get("bot_id"),
             bot_token=self._bot_token,
         )
+
+    def _startup_error(self, err: Exception, call: str, token: str, fix: str) -> DeliveryError:
+        """What a failed start-up call means: a refused token (permanent: what to do), another
+        API error, or no way to the API."""
+        if not isinstance(err, SlackApiError):
+            return DeliveryError(
+                f"cannot reach the Slack API at {self.api_url}: {type(err).__name__}",
+                resource="slack",
+            )
+        code = _error_code(err)
+        if code in _TOKEN_REFUSED or _status(err) in (401, 403):
+            return DeliveryError(
+                f"Slack rejected {token}: {code}: {fix}", resource="slack", permanent=True
+            )
+        return DeliveryError(f"{call} failed (HTTP {_status(err)}, {code})", resource="slack")
 
     def _build_app(self) -> AsyncApp:
         http = self.mode == "http"
@@ -724,23 +729,13 @@ class SlackTransport:
         web_client = app.client
         try:
             opened = await web_client.apps_connections_open(app_token=self._app_token)
-        except SlackApiError as err:
-            code = _error_code(err)
-            if code in _TOKEN_REFUSED or _status(err) in (401, 403):
-                raise DeliveryError(
-                    f"Slack rejected SLACK_APP_TOKEN: {code}: create an app-level token with "
-                    "the connections:write scope (Basic Information, App-Level Tokens), turn "
-                    "Socket Mode on, and restart (docs/slack.md)",
-                    resource="slack",
-                    permanent=True,
-                ) from None
-            raise DeliveryError(
-                f"apps.connections.open failed (HTTP {_status(err)}, {code})", resource="slack"
-            ) from None
-        except _NETWORK as err:
-            raise DeliveryError(
-                f"cannot reach the Slack API at {self.api_url}: {type(err).__name__}",
-                resource="slack",
+        except (SlackApiError, *_NETWORK) as err:
+            raise self._startup_error(
+                err,
+                "apps.connections.open",
+                "SLACK_APP_TOKEN",
+                "create an app-level token with the connections:write scope (Basic Information, "
+                "App-Level Tokens), turn Socket Mode on, and restart (docs/slack.md)",
             ) from None
         handler = AsyncSocketModeHandler(
             app,
