@@ -33,9 +33,6 @@ log = logging.getLogger(__name__)
 #: Bodies smaller than this are parsed in a thread of this process.
 IN_PROCESS_BELOW = 32 * 1024
 
-#: Modules the worker processes import before forking (what the parsers need).
-PRELOAD = ["bot.sources.feeds", "bot.sources.calendars"]
-
 P = ParamSpec("P")
 T = TypeVar("T")
 
@@ -46,6 +43,10 @@ PARSERS = {
     "feed": ("bot.sources.feeds", "parse_feed"),
     "calendar": ("bot.sources.calendars", "parse_calendar"),
 }
+
+
+#: Modules the worker processes import before forking: the parsers'.
+PRELOAD = [module for module, _ in PARSERS.values()]
 
 
 def parse_by_name(name: str, *args: Any, **kwargs: Any) -> Any:
