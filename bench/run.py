@@ -58,6 +58,8 @@ from bench.farm import (
 )
 
 REPO = Path(__file__).resolve().parent.parent
+#: the yardstick: a process that only makes the round's requests (``bench/fetchonly.py``)
+FETCH_ONLY = "aiohttp requests alone"
 #: A client process still running after this long is killed (seconds).
 PROCESS_TIMEOUT = 900.0
 
@@ -460,6 +462,27 @@ class Bench:
         warm = self.measure(self.tag("reader warm"), argv)
         return Client("reader", cold, warm, change)
 
+    def fetch_only_rounds(self) -> Client:
+        state = self.workdir / f"fetch-only-{self.rep}.json"
+        state.unlink(missing_ok=True)
+        argv = self.python(
+            "-m",
+            "bench.fetchonly",
+            "--urls",
+            str(self.urls),
+            "--state",
+            str(state),
+            "--in-flight",
+            str(self.args.in_flight),
+            "--per-host",
+            str(self.args.per_host),
+        )
+        self.farm.reset()
+        cold = self.measure(self.tag("fetch only cold"), argv)
+        change = self.farm.advance_round()
+        warm = self.measure(self.tag("fetch only warm"), argv)
+        return Client(FETCH_ONLY, cold, warm, change)
+
     def sequential_rounds(self) -> Client:
         argv = self.python("-m", "bench.clients", "sequential", "--urls", str(self.urls))
         self.farm.reset()
@@ -510,6 +533,8 @@ class Bench:
         )
         check = [*self.treaty_bot, "check", "--config", str(config)]
         for argv in (
+            # bytecode for every module, as an installed program has after its first run
+            self.python("-m", "compileall", "-q", str(REPO / "bot"), str(REPO / "bench")),
             check,
             self.python("-c", "import reader, feedparser, requests"),
             self.python("-c", "import bench.clients"),
@@ -536,6 +561,7 @@ def _child_env() -> dict[str, str]:
         if k.lower() not in ("http_proxy", "https_proxy", "all_proxy")
         and not k.startswith(("SLACK_", "MATRIX_", "TREATY_BOT_"))
     }
+    env.pop("PYTHONDONTWRITEBYTECODE", None)  # measured processes use bytecode as installed
     env["NO_PROXY"] = env["no_proxy"] = "*"
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH")) if p)
     return env
@@ -809,7 +835,8 @@ def analyse(results: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]
     pair("treaty-bot", "reader")
     pair("treaty-bot", "sequential feedparser")
     pair("reader", "sequential feedparser")
-    for name in ("treaty-bot", "reader", "sequential feedparser"):
+    pair(FETCH_ONLY, "treaty-bot")
+    for name in ("treaty-bot", FETCH_ONLY, "reader", "sequential feedparser"):
         if name in clients:
             c = clients[name]
             pairs.append(
@@ -838,9 +865,16 @@ def targets(results: dict[str, Any], floors: dict[str, Any]) -> list[dict[str, A
     if tb is None or tb.get("failed"):
         return out
     warm, cold = tb["warm"]["wall"], tb["cold"]["wall"]
+    alone = clients.get(FETCH_ONLY)
+    yardstick = (
+        f"; the requests alone in an aiohttp process: {alone['warm']['wall']:.2f} s = "
+        f"{alone['warm']['wall'] / floors['warm_s']:.2f} x"
+        if alone and not alone.get("failed")
+        else ""
+    )
     add(
         "warm round (whole process) <= 1.3 x floor",
-        f"{warm:.2f} s = {warm / floors['warm_s']:.2f} x {floors['warm_s']:.2f} s",
+        f"{warm:.2f} s = {warm / floors['warm_s']:.2f} x {floors['warm_s']:.2f} s" + yardstick,
         warm <= 1.3 * floors["warm_s"],
     )
     check_cold = tb["cold"]["output"]
@@ -1127,6 +1161,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--skip-reader", action="store_true")
     parser.add_argument("--skip-sequential", action="store_true")
+    parser.add_argument(
+        "--skip-fetch-only", action="store_true", help="do not measure the aiohttp yardstick"
+    )
     parser.add_argument("--skip-commands", action="store_true")
     parser.add_argument("--json", metavar="FILE", help="write every figure to FILE")
     parser.add_argument(
@@ -1167,6 +1204,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"parse CPU per feed: {results['parse']}", flush=True)
             results["overhead"] = bench.overhead()
             plan = [("treaty-bot", bench.treaty_bot_rounds)]
+            if not args.skip_fetch_only:
+                plan.append((FETCH_ONLY, bench.fetch_only_rounds))
             if not args.skip_reader:
                 plan.append(("reader", bench.reader_rounds))
             if not args.skip_sequential:

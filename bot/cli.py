@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import importlib.util
 import json
 import os
@@ -11,14 +12,18 @@ import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from bot import __version__
-from bot.app import App
 from bot.clock import Clock, FixedClock, SystemClock
-from bot.configuration import Config, load_config
-from bot.configuration.schema import all_schemas, markdown, schema_filename, schema_for
 from bot.errors import ConfigError, StoreError, TreatyBotError
 from bot.logs import setup_logging
+
+if TYPE_CHECKING:
+    from bot.configuration import Config
+
+# The rest of the bot is imported by ``main`` once it knows the command: ``schema`` and
+# ``check`` need neither the HTTP client nor the transports.
 
 EXIT_OK = 0
 EXIT_PROBLEMS = 1
@@ -118,6 +123,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _load(directory: str) -> Config | None:
+    from bot.configuration import load_config
+
     try:
         return load_config(directory)
     except ConfigError as err:
@@ -150,12 +157,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     setup_logging(args.log_level, args.log_format)
 
     if args.command == "schema":
-        if args.markdown:
-            print(markdown(), end="")
-            return EXIT_OK
-        return _schema(args.file, args.write)
+        return _schema(args.file, args.write, markdown_text=args.markdown)
 
-    config = _load(args.config)
+    # Start-up allocates much and frees little: no collection runs until the configuration
+    # is read (the app freezes what start-up made once its state is open).
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        config = _load(args.config)
+        if config is not None and args.command != "check":
+            importlib.import_module("bot.app")
+    finally:
+        if collecting:
+            gc.enable()
     if config is None:
         return EXIT_PROBLEMS
     if args.command == "check":
@@ -185,6 +199,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 async def _once(config: Config, clock: Clock, fmt: str, dry_run: bool) -> int:
+    from bot.app import App
+
     async with App(
         config, clock=clock, fmt="jsonl" if fmt == "jsonl" else "text", dry_run=dry_run
     ) as app:
@@ -193,12 +209,19 @@ async def _once(config: Config, clock: Clock, fmt: str, dry_run: bool) -> int:
 
 
 async def _run(config: Config, clock: Clock, fmt: str) -> int:
+    from bot.app import App
+
     async with App(config, clock=clock, fmt="jsonl" if fmt == "jsonl" else "text") as app:
         await app.run()
     return EXIT_OK
 
 
-def _schema(file: str | None, write: str | None) -> int:
+def _schema(file: str | None, write: str | None, *, markdown_text: bool) -> int:
+    from bot.configuration.schema import all_schemas, markdown, schema_filename, schema_for
+
+    if markdown_text:
+        print(markdown(), end="")
+        return EXIT_OK
     if write:
         target = Path(write)
         target.mkdir(parents=True, exist_ok=True)
@@ -213,6 +236,8 @@ def _schema(file: str | None, write: str | None) -> int:
 
 
 async def _ask(config: Config, clock: Clock, text: str) -> int:
+    from bot.app import App
+
     async with App(config, clock=clock, dry_run=True) as app:
         answer = await app.ask(text)
         app.console.reply(answer)

@@ -15,6 +15,7 @@ its worker twice is reported as a parse failure of its own source, and nothing e
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import importlib
 import logging
@@ -24,6 +25,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
+from multiprocessing.context import ForkServerContext
 from typing import Any, ParamSpec, TypeVar
 
 from bot.sources.parsed import CalendarFailed, ParsedCalendar, ParsedFeed, ParseFailed
@@ -58,6 +60,26 @@ class ParserCrashed(Exception):
     """The worker parsing a body died twice."""
 
 
+#: How much lower the workers' scheduling priority is than this process's (``nice``).
+WORKER_NICENESS = 10
+
+
+def _yield_to_the_loop(niceness: int) -> None:
+    """In each worker: give way to the event loop when both want a core.
+
+    Parsing is batch work that can wait a few milliseconds; the loop answers commands and
+    keeps requests moving, and a request delayed behind a parse delays the whole round.
+    """
+    with contextlib.suppress(OSError):
+        os.nice(niceness)
+
+
+def _forkserver_context() -> ForkServerContext:
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(PRELOAD)
+    return context
+
+
 def default_workers() -> int:
     """One worker per core, at most 4, leaving the event loop its own share of the machine."""
     return max(1, min(4, os.cpu_count() or 1))
@@ -81,9 +103,12 @@ class Parsers:
     def _new_pool(self) -> ProcessPoolExecutor:
         """A pool whose workers all run (blocking: the fork server imports the parsers first,
         a few tenths of a second, so this runs in a thread, never on the loop)."""
-        context = multiprocessing.get_context("forkserver")
-        context.set_forkserver_preload(PRELOAD)
-        pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=context)
+        pool = ProcessPoolExecutor(
+            max_workers=self.workers,
+            mp_context=_forkserver_context(),
+            initializer=_yield_to_the_loop,
+            initargs=(WORKER_NICENESS,),
+        )
         for started in [pool.submit(os.getpid) for _ in range(self.workers)]:
             started.result()
         return pool

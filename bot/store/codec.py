@@ -88,7 +88,7 @@ def alert_from_json(d: dict[str, Any]) -> Alert:
         source=d["source"],
         title=d["title"],
         url=d["url"],
-        text=d["text"],
+        text=d.get("text", ""),  # a sent row keeps no text
         at=at,
         body=rich_from_json(d.get("body", [])),
     )

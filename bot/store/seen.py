@@ -20,7 +20,8 @@ import json
 import os
 import re
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -123,3 +124,45 @@ class SeenFiles:
         for name in names:
             with contextlib.suppress(OSError):
                 os.unlink(self.directory / name)
+
+
+class StoredSeen(Mapping[str, datetime]):
+    """The seen keys of one source as its file holds them, read when first looked at.
+
+    Most polls end in a 304 or an unchanged body and never look at the keys; only a body that
+    is parsed and planned reads the file. A record holding this mapping, written back as it is,
+    keeps naming the same file (nothing to write). A file that cannot be read raises the
+    store's error where the keys are first needed: the poll of that source fails alone.
+    """
+
+    __slots__ = ("_count", "_keys", "_read", "name")
+
+    def __init__(self, name: str, count: int, read: Callable[[], dict[str, datetime]]) -> None:
+        self.name = name
+        self._count = count
+        self._read = read
+        self._keys: dict[str, datetime] | None = None
+
+    @property
+    def loaded(self) -> bool:
+        return self._keys is not None
+
+    def _load(self) -> dict[str, datetime]:
+        if self._keys is None:
+            self._keys = self._read()
+        return self._keys
+
+    def __getitem__(self, key: str) -> datetime:
+        return self._load()[key]
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._load()
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._load())
+
+    def __len__(self) -> int:
+        return self._count if self._keys is None else len(self._keys)
+
+    def __repr__(self) -> str:
+        return f"StoredSeen({self.name!r}, {len(self)} keys{'' if self.loaded else ', unread'})"

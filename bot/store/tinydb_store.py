@@ -19,13 +19,12 @@ import hashlib
 import json
 import logging
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, MutableMapping, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from tinydb import TinyDB
-from tinydb.operations import delete
 from tinydb.storages import Storage
 from tinydb.table import Document
 
@@ -36,13 +35,16 @@ from bot.errors import StoreCorrupt, StoreError, StoreLocked
 from bot.files import write_atomically
 from bot.store import codec
 from bot.store.base import Changes
-from bot.store.seen import SeenFiles
+from bot.store.seen import SeenFiles, StoredSeen
 
 log = logging.getLogger(__name__)
 
 SCHEMA = 1
 NEWS_KEPT = 500
 SENT_KEPT = timedelta(days=30)
+#: what a sent row keeps of its alert: enough to say what it was, not its text (the main file
+#: is rewritten by every commit, and sent rows stay for ``SENT_KEPT``)
+SENT_ALERT_FIELDS = ("kind", "id", "channels", "source", "title", "url", "at")
 
 
 def _hint(path: Path) -> str:
@@ -100,11 +102,14 @@ class AtomicJSONStorage(Storage):
     in-memory data back to what is on disk.
     """
 
-    def __init__(self, path: Path, data: dict[str, Any], *, read_only: bool) -> None:
+    def __init__(
+        self, path: Path, data: dict[str, Any], text: str | None, *, read_only: bool
+    ) -> None:
+        """``text``: what the file holds now, ``data`` decoded (``None``: no file yet)."""
         self.path = path
         self.read_only = read_only
         self._data = data
-        self._on_disk = json.dumps(data, separators=(",", ":"), ensure_ascii=False)
+        self._on_disk = json.dumps(data) if text is None else text
         self._depth = 0
         self._dirty = False
         self.writes = 0
@@ -163,6 +168,19 @@ class AtomicJSONStorage(Storage):
         pass
 
 
+def _replace_with(
+    docs: dict[int, dict[str, Any]], ids: dict[str, int], key: str
+) -> Callable[[MutableMapping[Any, Any]], None]:
+    """A TinyDB update that makes each document it is given ``docs[its id]``."""
+
+    def replace(doc: MutableMapping[Any, Any]) -> None:
+        new = docs[ids[doc[key]]]
+        doc.clear()
+        doc.update(new)
+
+    return replace
+
+
 class TinyDBStore:
     """The ``Store`` on a TinyDB JSON file (see ``bot.store.base`` for the contract)."""
 
@@ -174,11 +192,11 @@ class TinyDBStore:
             self._path.parent.mkdir(parents=True, exist_ok=True)
             self._lock()
         try:
-            data = self._load()
+            data, text = self._load()
         except BaseException:
             self._unlock()
             raise
-        self._storage = AtomicJSONStorage(self._path, data, read_only=read_only)
+        self._storage = AtomicJSONStorage(self._path, data, text, read_only=read_only)
         self._db = TinyDB(storage=lambda: self._storage)
         self._db.default_table_name = "meta"
         self._sources = self._db.table("sources", cache_size=0)
@@ -231,17 +249,18 @@ class TinyDBStore:
             os.close(self._lock_fd)
             self._lock_fd = None
 
-    def _load(self) -> dict[str, Any]:
+    def _load(self) -> tuple[dict[str, Any], str | None]:
+        """The state and the text it was read from (``None`` if there is no file yet)."""
         try:
             raw = self._path.read_bytes()
         except FileNotFoundError:
-            return {}
+            return {}, None
         except OSError as err:
             raise StoreError(f"cannot read: {err.strerror}", resource=str(self._path)) from err
         data = _decode(self._path, raw)
         if not self._read_only:
             write_atomically(self._path.with_name(self._path.name + ".bak"), raw)
-        return data
+        return data, raw.decode(errors="replace")
 
     def close(self) -> None:
         self._unlock()
@@ -273,7 +292,15 @@ class TinyDBStore:
         name = doc.get("seen_file")
         if not name:
             return codec.source_from_json(doc)
-        return codec.source_from_json(doc, codec.seen_from_json(self._seen.read(name)))
+        seen = StoredSeen(
+            name,
+            int(doc.get("seen_count") or 0),
+            # read from the thread that first needs the keys: files named by the state are
+            # never rewritten, and the one a record names is removed only after a commit of
+            # a newer record of the same source
+            lambda: codec.seen_from_json(self._seen.read(name)),
+        )
+        return codec.source_from_json(doc, seen)
 
     def sources(self) -> dict[str, SourceRecord]:
         return {d["id"]: self._decode_source(dict(d)) for d in self._sources.all()}
@@ -380,6 +407,8 @@ class TinyDBStore:
             self._put_snapshot("reminders", codec.reminders_to_json(changes.reminders))
         if changes.clauses is not None:
             self._put_snapshot("clauses", codec.clauses_to_json(changes.clauses))
+        # each table is updated in one call: TinyDB walks the whole table on every call
+        updated: dict[int, dict[str, Any]] = {}
         for record in changes.sources:
             doc_id = self._source_ids.get(record.id)
             current = self._sources.get(doc_id=doc_id) if doc_id is not None else None
@@ -389,29 +418,36 @@ class TinyDBStore:
             if doc_id is None:
                 self._source_ids[record.id] = self._sources.insert(doc)
             else:
-                self._sources.upsert(Document(doc, doc_id=doc_id))
-                if current is not None and "seen" in current:
-                    self._sources.update(delete("seen"), doc_ids=[doc_id])
+                updated[doc_id] = doc
+        if updated:
+            self._sources.update(
+                _replace_with(updated, self._source_ids, "id"), doc_ids=list(updated)
+            )
         fresh = [r for r in changes.enqueue if r.key not in self._outbox_ids]
         if fresh:
             ids = self._outbox.insert_multiple([codec.delivery_to_json(r) for r in fresh])
-            for row, doc_id in zip(fresh, ids, strict=True):
-                self._outbox_ids[row.key] = doc_id
-        for update in changes.deliveries:
-            doc_id = self._outbox_ids.get(update.key)
+            for delivery, doc_id in zip(fresh, ids, strict=True):
+                self._outbox_ids[delivery.key] = doc_id
+        rows: dict[int, dict[str, Any]] = {}
+        for change in changes.deliveries:
+            doc_id = self._outbox_ids.get(change.key)
             if doc_id is None:
                 continue
-            fields: dict[str, Any] = {
-                "state": update.state,
-                "last_error": update.error,
-                "next_try": codec.ts(update.next_try),
+            row: dict[str, Any] = dict(rows.get(doc_id) or self._outbox.get(doc_id=doc_id) or {})
+            row |= {
+                "state": change.state,
+                "last_error": change.error,
+                "next_try": codec.ts(change.next_try),
             }
-            if update.state == "sent":
-                fields["sent_at"] = codec.ts(update.at)
-            if update.count_attempt:
-                current = self._outbox.get(doc_id=doc_id)
-                fields["attempts"] = int(current["attempts"]) + 1 if current else 1
-            self._outbox.update(fields, doc_ids=[doc_id])
+            if change.state == "sent":
+                row["sent_at"] = codec.ts(change.at)
+                alert = row.get("alert") or {}
+                row["alert"] = {k: alert[k] for k in SENT_ALERT_FIELDS if k in alert}
+            if change.count_attempt:
+                row["attempts"] = int(row.get("attempts") or 0) + 1
+            rows[doc_id] = row
+        if rows:
+            self._outbox.update(_replace_with(rows, self._outbox_ids, "key"), doc_ids=list(rows))
         if changes.news:
             self._news.insert_multiple([codec.news_to_json(n) for n in changes.news])
             self._prune_news()
@@ -422,6 +458,10 @@ class TinyDBStore:
         """The main file's document of a source; its seen keys go to a new file only when they
         differ from those of the file it names now."""
         doc = codec.source_to_json(record, with_seen=False)
+        seen = record.feed.seen
+        if isinstance(seen, StoredSeen) and current and seen.name == current.get("seen_file"):
+            # the keys as they were read (or not read at all): the file named now holds them
+            return doc | {k: current.get(k) for k in ("seen_file", "seen_hash", "seen_count")}
         if not record.feed.seen:
             return doc | {"seen_file": None, "seen_hash": None, "seen_count": 0}
         payload = json.dumps(

@@ -10,7 +10,7 @@ import feedparser
 import pytest
 
 from bot.sources.feeds import ParsedFeed, html_to_text, item_key, parse_feed
-from bot.sources.parsing import IN_PROCESS_BELOW, ParserCrashed, Parsers
+from bot.sources.parsing import IN_PROCESS_BELOW, WORKER_NICENESS, ParserCrashed, Parsers
 
 
 def _rss(n: int) -> bytes:
@@ -124,5 +124,16 @@ async def test_idle_workers_are_stopped_and_started_again_when_needed() -> None:
         assert parsers.close_if_idle(0)
         second = await parsers.run(IN_PROCESS_BELOW, die_if, "b")
         assert parsers.started_pools == 2 and first.split()[1] != second.split()[1]
+    finally:
+        parsers.close()
+
+
+async def test_workers_give_way_to_the_event_loop() -> None:
+    parsers = Parsers(workers=1)
+    try:
+        here = os.nice(0)
+        there: Any = await parsers.run(IN_PROCESS_BELOW, os.nice, 0)
+        assert there == min(19, here + WORKER_NICENESS) and there > here
+        assert os.nice(0) == here  # this process keeps its priority
     finally:
         parsers.close()

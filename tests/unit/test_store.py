@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -27,7 +28,9 @@ from bot.domain.model import (
 )
 from bot.domain.text import para
 from bot.errors import StoreCorrupt, StoreError, StoreLocked
+from bot.store import codec
 from bot.store.base import Changes, DeliveryUpdate
+from bot.store.seen import SeenFiles
 from bot.store.tinydb_store import TinyDBStore
 
 NOW = datetime(2026, 11, 28, 9, 0, tzinfo=UTC)
@@ -111,6 +114,17 @@ def test_outbox_states_and_order(tmp_path: Path) -> None:
     assert store.has_delivery(rows[0].key)
     [sent] = store.deliveries(("sent",))
     assert sent.sent_at == NOW
+    # a sent row keeps what the alert was, not its text: sent rows stay for 30 days in a file
+    # that every commit rewrites
+    assert (sent.alert.id, sent.alert.title) == (rows[0].alert.id, rows[0].alert.title)
+    assert sent.alert.text == "" and sent.alert.body == ()
+    [kept] = [
+        r
+        for r in json.loads((tmp_path / "s.json").read_text())["outbox"].values()
+        if r["state"] == "sent"
+    ]
+    assert "text" not in kept["alert"] and "body" not in kept["alert"]
+    assert codec.delivery_to_json(rows[0])["alert"]["text"] == "text 0"
     store.close()
 
 
@@ -331,9 +345,35 @@ def test_a_corrupt_seen_file_is_refused_for_its_source_only(tmp_path: Path) -> N
     store.commit(Changes(sources=[record(1), record(2)]))
     name = json.loads(path.read_text())["sources"]["1"]["seen_file"]
     (_seen_dir(path) / name).write_text('{"k0": "2026-11')
+    damaged = store.source("feed-1")  # the keys are read when first looked at
     with pytest.raises(StoreCorrupt, match=name):
-        store.source("feed-1")
+        dict(damaged.feed.seen)
     assert store.source("feed-2") == record(2)
+    store.close()
+
+
+def test_seen_keys_are_read_only_when_looked_at_and_not_written_back_unread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "state.json"
+    store = TinyDBStore(path)
+    store.commit(Changes(sources=[record(1, seen=5)]))
+    name = json.loads(path.read_text())["sources"]["1"]["seen_file"]
+    reads: list[str] = []
+    real_read = SeenFiles.read
+    monkeypatch.setattr(SeenFiles, "read", lambda self, n: reads.append(n) or real_read(self, n))
+
+    unread = store.source("feed-1")
+    assert len(unread.feed.seen) == 5 and reads == []  # the count comes from the state
+    failing = replace(unread, health=SourceHealth(failures=2, last_error="HTTP 503"))
+    store.commit(Changes(sources=[failing]))  # only the health changed: same file, unread
+    assert reads == []
+    doc = json.loads(path.read_text())["sources"]["1"]
+    assert doc["seen_file"] == name and doc["seen_count"] == 5
+    assert doc["health"]["failures"] == 2
+
+    again = store.source("feed-1")
+    assert dict(again.feed.seen) == dict(record(1, seen=5).feed.seen) and reads == [name]
     store.close()
 
 
