@@ -411,7 +411,11 @@ class TinyDBStore:
         updated: dict[int, dict[str, Any]] = {}
         for record in changes.sources:
             doc_id = self._source_ids.get(record.id)
-            current = self._sources.get(doc_id=doc_id) if doc_id is not None else None
+            current = (
+                (updated.get(doc_id) or self._sources.get(doc_id=doc_id))
+                if doc_id is not None
+                else None
+            )
             doc = self._source_doc(record, current)
             if current is not None and current.get("seen_file") not in (None, doc["seen_file"]):
                 replaced.append(current["seen_file"])

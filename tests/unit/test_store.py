@@ -410,3 +410,13 @@ def test_a_state_with_seen_keys_inline_is_moved_to_files(tmp_path: Path) -> None
     doc = json.loads(path.read_text())["sources"]["1"]
     assert "seen" not in doc and doc["seen_count"] == 2
     assert json.loads((tmp_path / "state.json.bak").read_text())["sources"]["1"] == inline
+
+
+def test_two_records_of_one_source_in_one_commit_leave_one_file(tmp_path: Path) -> None:
+    path = tmp_path / "state.json"
+    store = TinyDBStore(path)
+    store.commit(Changes(sources=[record(1, seen=2)]))
+    store.commit(Changes(sources=[record(1, seen=3), record(1, seen=4)]))  # the later wins
+    assert len(store.source("feed-1").feed.seen) == 4
+    assert len(list(_seen_dir(path).iterdir())) == 1
+    store.close()
