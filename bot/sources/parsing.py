@@ -25,7 +25,6 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from multiprocessing.context import ForkServerContext
 from typing import Any, ParamSpec, TypeVar
 
 from bot.sources.parsed import CalendarFailed, ParsedCalendar, ParsedFeed, ParseFailed
@@ -74,12 +73,6 @@ def _yield_to_the_loop(niceness: int) -> None:
         os.nice(niceness)
 
 
-def _forkserver_context() -> ForkServerContext:
-    context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(PRELOAD)
-    return context
-
-
 def default_workers() -> int:
     """One worker per core, at most 4, leaving the event loop its own share of the machine."""
     return max(1, min(4, os.cpu_count() or 1))
@@ -103,9 +96,11 @@ class Parsers:
     def _new_pool(self) -> ProcessPoolExecutor:
         """A pool whose workers all run (blocking: the fork server imports the parsers first,
         a few tenths of a second, so this runs in a thread, never on the loop)."""
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload(PRELOAD)
         pool = ProcessPoolExecutor(
             max_workers=self.workers,
-            mp_context=_forkserver_context(),
+            mp_context=context,
             initializer=_yield_to_the_loop,
             initargs=(WORKER_NICENESS,),
         )
