@@ -456,11 +456,7 @@ class Bench:
             "--workers",
             str(self.args.in_flight),
         )
-        self.farm.reset()
-        cold = self.measure(self.tag("reader cold"), argv)
-        change = self.farm.advance_round()
-        warm = self.measure(self.tag("reader warm"), argv)
-        return Client("reader", cold, warm, change)
+        return self._two_rounds("reader", "reader", argv)
 
     def fetch_only_rounds(self) -> Client:
         state = self.workdir / f"fetch-only-{self.rep}.json"
@@ -477,19 +473,19 @@ class Bench:
             "--per-host",
             str(self.args.per_host),
         )
-        self.farm.reset()
-        cold = self.measure(self.tag("fetch only cold"), argv)
-        change = self.farm.advance_round()
-        warm = self.measure(self.tag("fetch only warm"), argv)
-        return Client(FETCH_ONLY, cold, warm, change)
+        return self._two_rounds(FETCH_ONLY, "fetch only", argv)
 
     def sequential_rounds(self) -> Client:
         argv = self.python("-m", "bench.clients", "sequential", "--urls", str(self.urls))
+        return self._two_rounds("sequential feedparser", "sequential", argv)
+
+    def _two_rounds(self, name: str, label: str, argv: list[str]) -> Client:
+        """A peer's cold round on the farm's first content, then its warm round after a change."""
         self.farm.reset()
-        cold = self.measure(self.tag("sequential cold"), argv)
+        cold = self.measure(self.tag(f"{label} cold"), argv)
         change = self.farm.advance_round()
-        warm = self.measure(self.tag("sequential warm"), argv)
-        return Client("sequential feedparser", cold, warm, change)
+        warm = self.measure(self.tag(f"{label} warm"), argv)
+        return Client(name, cold, warm, change)
 
     def commands(self) -> Run:
         config = self.workdir / "commands-config"
