@@ -1,0 +1,59 @@
+"""The benchmark harness still measures what it says: a small side-by-side run on the loopback
+feed farm, whose own checks of treaty-bot's rounds must all hold. Nothing here looks at a time.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def test_a_small_side_by_side_run_checks_every_round(tmp_path: Path) -> None:
+    out = tmp_path / "results.json"
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bench.run",
+            "--feeds",
+            "24",
+            "--latency-ms",
+            "5",
+            "--skip-reader",
+            "--skip-sequential",
+            "--skip-commands",
+            "--workdir",
+            str(tmp_path / "work"),
+            "--json",
+            str(out),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = json.loads(out.read_text())
+    bot, alone = results["clients"]["treaty-bot"], results["clients"]["aiohttp requests alone"]
+    assert not bot.get("failed") and not alone.get("failed")
+
+    # the farm changed 10 % of its feeds between the rounds: both clients saw the same answers
+    for name in ("cold", "warm"):
+        assert (bot[name]["ok"], bot[name]["not_modified"]) == (
+            alone[name]["ok"],
+            alone[name]["not_modified"],
+        )
+    assert bot["cold"]["ok"] == 24 and bot["warm"]["not_modified"] > 0
+
+    # the harness's checks of the bot's state and alerts, as reported in the targets table
+    holds = {t["target"]: t["holds"] for t in results["analysis"]["targets"]}
+    assert holds["every item's alert state right (cold and warm)"] is True
+    assert holds["an unchanged body without validators is not parsed again"] is True
+    assert holds["a round in which nothing changed writes nothing to the store"] is True
+    warm = bot["warm"]["output"]
+    assert warm["news_alerts"] == warm["expected_news_alerts"] > 0
