@@ -19,6 +19,7 @@ from typing import Literal
 from urllib.parse import urlsplit
 
 import aiohttp
+from yarl import URL
 
 from bot import __version__
 from bot.domain.model import Validators
@@ -31,6 +32,10 @@ USER_AGENT = (
 )
 MAX_RETRY_AFTER = timedelta(hours=24)
 CONNECT_TIMEOUT = 10.0
+#: Redirects followed at most. Each is a request of its own, to the host it names, made under
+#: that host's limit: feeds of many sites that all redirect to one host do not crowd it.
+MAX_REDIRECTS = 5
+_REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 
 FailureKind = Literal["http_error", "timeout", "too_large", "connection_error"]
 
@@ -132,6 +137,26 @@ class HttpFetcher:
             self._session = None
 
     async def fetch(self, url: str, validators: Validators | None = None) -> FetchResult:
+        """GET ``url`` (conditionally, given ``validators``), following redirects.
+
+        The deadline covers the requests, body included, redirects included; time spent
+        waiting for a free slot (per host, or overall) is not counted.
+        """
+        budget = self.timeout.total_seconds()
+        for _ in range(MAX_REDIRECTS + 1):
+            result = await self._hop(url, validators, budget)
+            if not isinstance(result, _Redirect):
+                return result
+            budget -= result.seconds
+            url = result.location
+            if budget <= 0:
+                return self._timed_out()
+        return FetchFailed(f"too many redirects (more than {MAX_REDIRECTS})", "http_error")
+
+    async def _hop(
+        self, url: str, validators: Validators | None, budget: float
+    ) -> FetchResult | _Redirect:
+        """One request, under the limit of its host and the overall one."""
         host = urlsplit(url).netloc.lower()
         gate = self._hosts.setdefault(host, asyncio.Semaphore(self.per_host))
         waited = gate.locked()
@@ -139,9 +164,17 @@ class HttpFetcher:
             if waited and self._host_jitter > 0:
                 await asyncio.sleep(random.uniform(0, self._host_jitter))
             async with self._in_flight:
-                return await self._fetch(url, validators)
+                return await self._fetch(url, validators, budget)
 
-    async def _fetch(self, url: str, validators: Validators | None) -> FetchResult:
+    def _timed_out(self) -> FetchFailed:
+        seconds = self.timeout.total_seconds()
+        return FetchFailed(
+            f"timed out after {seconds:g}s (whole request, body included)", "timeout"
+        )
+
+    async def _fetch(
+        self, url: str, validators: Validators | None, budget: float
+    ) -> FetchResult | _Redirect:
         if self._session is None:
             raise RuntimeError("HttpFetcher used outside 'async with'")
         headers = {}
@@ -150,14 +183,13 @@ class HttpFetcher:
                 headers["If-None-Match"] = validators.etag
             if validators.last_modified:
                 headers["If-Modified-Since"] = validators.last_modified
-        seconds = self.timeout.total_seconds()
         self.requests += 1
         started = time.monotonic()
         try:
-            async with asyncio.timeout(seconds):
-                async with self._session.get(
-                    url, headers=headers, allow_redirects=True, max_redirects=5
-                ) as resp:
+            async with asyncio.timeout(budget):
+                async with self._session.get(url, headers=headers, allow_redirects=False) as resp:
+                    if resp.status in _REDIRECT_STATUSES:
+                        return _redirect(resp, time.monotonic() - started)
                     if resp.status == 304:
                         return NotModified(
                             resp.headers.get("ETag"), resp.headers.get("Last-Modified")
@@ -189,11 +221,7 @@ class HttpFetcher:
         except aiohttp.ConnectionTimeoutError:
             return FetchFailed(f"could not connect within {CONNECT_TIMEOUT:g}s", "timeout")
         except TimeoutError:
-            return FetchFailed(
-                f"timed out after {seconds:g}s (whole request, body included)", "timeout"
-            )
-        except aiohttp.TooManyRedirects:
-            return FetchFailed("too many redirects (more than 5)", "http_error")
+            return self._timed_out()
         except aiohttp.ClientResponseError as err:
             return FetchFailed(f"bad HTTP response: {err.message}", "http_error", err.status)
         except aiohttp.ClientPayloadError as err:
@@ -214,6 +242,30 @@ class HttpFetcher:
         return FetchFailed(
             f"response larger than {self.max_bytes // 1024} KiB (fetch.max_bytes)", "too_large"
         )
+
+
+@dataclass(frozen=True, slots=True)
+class _Redirect:
+    """A hop of a fetch: where to go next, and how long this request took."""
+
+    location: str
+    seconds: float
+
+
+def _redirect(resp: aiohttp.ClientResponse, seconds: float) -> _Redirect | FetchFailed:
+    location = resp.headers.get("Location")
+    status = f"HTTP {resp.status} {resp.reason or ''}".strip()
+    if not location:
+        return FetchFailed(f"{status} without a Location to go to", "http_error", resp.status)
+    try:
+        target = resp.url.join(URL(location))
+    except ValueError:
+        return FetchFailed(f"{status} to an unusable Location {location[:100]!r}", "http_error")
+    if target.scheme not in ("http", "https") or not target.host:
+        return FetchFailed(
+            f"{status} to {str(target)[:100]!r}, which is not an http(s) address", "http_error"
+        )
+    return _Redirect(str(target), seconds)
 
 
 def _short(err: BaseException) -> str:

@@ -172,6 +172,17 @@ async def test_a_response_that_never_finishes_times_out(server: FeedServer) -> N
     assert not request.finished  # the server was still holding the body when we gave up
 
 
+async def test_the_deadline_covers_the_requests_after_a_redirect(server: FeedServer) -> None:
+    server.redirect("/old.xml", "/feed.xml")
+    server.slow("/feed.xml", FEED)  # the body never comes
+    async with HttpFetcher(timeout=TINY) as fetcher:
+        result = await fetch(fetcher, server.url("/old.xml"))
+
+    assert isinstance(result, FetchFailed)
+    assert result.kind == "timeout" and "0.2s" in result.reason
+    assert [r.path for r in server.requests] == ["/old.xml", "/feed.xml"]
+
+
 async def test_a_slow_response_arrives_when_the_server_lets_it_go(server: FeedServer) -> None:
     """The counterpart of the timeout test: the same route, released, is a success."""
     gate = server.slow("/feed.xml", FEED)
@@ -279,6 +290,37 @@ async def test_a_redirect_is_followed(server: FeedServer) -> None:
     assert result.url == server.url("/feed.xml")
 
 
+async def test_a_redirect_keeps_the_validators_and_may_answer_304(server: FeedServer) -> None:
+    server.redirect("/old.xml", "/feed.xml", status=308)
+    server.serve("/feed.xml", FEED, etag=ETAG)
+    async with HttpFetcher() as fetcher:
+        result = await fetch(fetcher, server.url("/old.xml"), Validators(ETAG, None, None))
+
+    assert isinstance(result, NotModified)
+    assert [r.headers.get("If-None-Match") for r in server.requests] == [ETAG, ETAG]
+
+
+@pytest.mark.parametrize(
+    ("location", "reason"),
+    [
+        (None, "without a Location"),
+        ("ftp://example.org/feed.xml", "not an http(s) address"),
+        ("http://[::1", "unusable Location"),
+    ],
+)
+async def test_a_redirect_that_leads_nowhere_fails_with_its_reason(
+    server: FeedServer, location: str | None, reason: str
+) -> None:
+    headers = {"Location": location} if location is not None else {}
+    server.serve("/feed.xml", b"", status=302, headers=headers)
+    async with HttpFetcher() as fetcher:
+        result = await fetch(fetcher, server.url("/feed.xml"))
+
+    assert isinstance(result, FetchFailed)
+    assert result.kind == "http_error" and reason in result.reason
+    assert "302" in result.reason
+
+
 async def test_the_user_agent_is_honest(server: FeedServer) -> None:
     server.serve("/feed.xml", FEED)
     async with HttpFetcher() as fetcher:
@@ -320,6 +362,30 @@ async def test_per_host_limit_holds_while_other_hosts_proceed_in_parallel() -> N
         assert len(server.requests_to("/a.xml")) == 10
         assert server.max_in_flight[host_a] == 2
         assert server.max_in_flight[host_b] == 2
+
+
+async def test_a_redirect_counts_against_the_host_it_leads_to() -> None:
+    """Four sites that all redirect to one host: that host sees one request at a time (the
+    limit per host is 1 here), not one per site."""
+    origins = [alias_address(), *(f"127.0.0.{n}" for n in (3, 4, 5))]
+    async with FeedServer(("127.0.0.1", *origins)) as server:
+        gate = server.slow("/feed.xml", FEED)
+        final = server.url("/feed.xml", "127.0.0.1")
+        server.redirect("/old.xml", final, status=301)
+        async with HttpFetcher(per_host=1) as fetcher, asyncio.TaskGroup() as tasks:
+            fetches = [
+                tasks.create_task(fetch(fetcher, server.url("/old.xml", origin)))
+                for origin in origins
+            ]
+            await server.wait_for_requests("/old.xml", len(origins))  # each site answered
+            for done in range(1, len(origins) + 1):
+                await server.wait_for_requests("/feed.xml", done)
+                gate.release()
+                await server.wait_finished("/feed.xml", done)
+
+        results = [f.result() for f in fetches]
+        assert all(isinstance(r, Fetched) and r.url == final for r in results)
+        assert server.max_in_flight[server.netloc("127.0.0.1")] == 1
 
 
 # ---------------------------------------------------------------- the server, threaded
