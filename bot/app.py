@@ -96,6 +96,7 @@ class SourceStatus:
     last_outcome: str | None = None
     last_success: datetime | None = None
     items: int = 0
+    moved_to: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -330,6 +331,7 @@ class App:
                     health=health,
                     last_poll=status.last_poll,
                     last_outcome=status.last_outcome,
+                    moved_to=status.moved_to,
                 )
             )
         return views
@@ -411,6 +413,16 @@ class App:
         status = self.status.setdefault(feed.id, SourceStatus())
         status.last_poll = now or self.clock.now()
         status.last_outcome = outcome.outcome
+        moved = fetcher.moved.get(feed.url)
+        if moved is not None and moved != status.moved_to:
+            log.warning(
+                "source moved permanently source=%s url=%s to=%s: update its url in %s",
+                feed.id,
+                feed.url,
+                moved,
+                "sessions.yaml" if isinstance(feed, CalendarConfig) else "feeds.yaml",
+            )
+        status.moved_to = moved
         self.metrics.record_poll(feed.id, outcome.outcome, outcome.items)
         if outcome.outcome == "ok":
             status.items = outcome.items

@@ -179,3 +179,5 @@ class SourceView:
     health: SourceHealth
     last_poll: datetime | None = None
     last_outcome: str | None = None
+    #: where the source's URL now redirects permanently (the configuration should say so)
+    moved_to: str | None = None

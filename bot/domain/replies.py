@@ -543,6 +543,10 @@ def source_line(source: SourceView, tz: ZoneInfo) -> tuple[Span, ...]:
     elif health.failures > 0:
         spans.append(Span(" · no successful poll yet"))
     spans.append(Span(f" · every {humanize(source.every)}"))
+    if source.moved_to:  # from a server's Location header: shown as code, never as a link
+        spans.append(Span(" · moved permanently to "))
+        spans.append(code(shorten(source.moved_to, MOVED_LIMIT)))
+        spans.append(Span(": update its url in the configuration"))
     return tuple(spans)
 
 
@@ -573,6 +577,9 @@ def feeds_body(sources: Sequence[SourceView], tz: ZoneInfo) -> Rich:
         body.append(para(f"… and {plural(rest, 'more source')}, failing ones listed first."))
     return tuple(body)
 
+
+#: Characters of a moved source's new address shown.
+MOVED_LIMIT = 200
 
 #: A chat message lists at most this many sources (failing ones first).
 FEEDS_SHOWN = 40

@@ -116,6 +116,9 @@ class HttpFetcher:
         self._hosts: dict[str, asyncio.Semaphore] = {}
         self._session: aiohttp.ClientSession | None = None
         self.requests = 0
+        #: URL -> where it moved: the last answer to it came through permanent redirects
+        #: (301, 308), which are followed every time; maintainers are told to update the URL
+        self.moved: dict[str, str] = {}
 
     async def __aenter__(self) -> HttpFetcher:
         connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300)
@@ -142,11 +145,21 @@ class HttpFetcher:
         The deadline covers the requests, body included, redirects included; time spent
         waiting for a free slot (per host, or overall) is not counted.
         """
-        budget = self.timeout.total_seconds()
+        asked, budget = url, self.timeout.total_seconds()
+        moved: str | None = None  # the end of the permanent redirects the chain starts with
+        permanent = True
         for _ in range(MAX_REDIRECTS + 1):
             result = await self._hop(url, validators, budget)
             if not isinstance(result, _Redirect):
+                if isinstance(result, Fetched | NotModified):  # an answer: where it came from
+                    if moved is None:
+                        self.moved.pop(asked, None)
+                    else:
+                        self.moved[asked] = moved
                 return result
+            permanent = permanent and result.permanent
+            if permanent:
+                moved = result.location
             budget -= result.seconds
             url = result.location
             if budget <= 0:
@@ -250,6 +263,7 @@ class _Redirect:
 
     location: str
     seconds: float
+    permanent: bool
 
 
 def _redirect(resp: aiohttp.ClientResponse, seconds: float) -> _Redirect | FetchFailed:
@@ -265,7 +279,7 @@ def _redirect(resp: aiohttp.ClientResponse, seconds: float) -> _Redirect | Fetch
         return FetchFailed(
             f"{status} to {str(target)[:100]!r}, which is not an http(s) address", "http_error"
         )
-    return _Redirect(str(target), seconds)
+    return _Redirect(str(target), seconds, resp.status in (301, 308))
 
 
 def _short(err: BaseException) -> str:

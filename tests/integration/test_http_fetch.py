@@ -321,6 +321,26 @@ async def test_a_redirect_that_leads_nowhere_fails_with_its_reason(
     assert "302" in result.reason
 
 
+async def test_a_permanent_redirect_is_remembered_as_a_move(server: FeedServer) -> None:
+    server.redirect("/old.xml", "/new.xml", status=301)
+    server.redirect("/new.xml", "/feed.xml", status=302)  # a temporary hop after it
+    server.redirect("/temp.xml", "/feed.xml", status=307)
+    server.serve("/feed.xml", FEED)
+    async with HttpFetcher() as fetcher:
+        assert isinstance(await fetch(fetcher, server.url("/old.xml")), Fetched)
+        assert isinstance(await fetch(fetcher, server.url("/temp.xml")), Fetched)
+        # moved where the permanent redirects lead, not where the temporary one goes on to
+        assert fetcher.moved == {server.url("/old.xml"): server.url("/new.xml")}
+
+        server.status("/new.xml", 503)  # a failure says nothing about the move
+        assert isinstance(await fetch(fetcher, server.url("/old.xml")), FetchFailed)
+        assert server.url("/old.xml") in fetcher.moved
+
+        server.serve("/old.xml", FEED)  # the old address answers again itself
+        assert isinstance(await fetch(fetcher, server.url("/old.xml")), Fetched)
+        assert fetcher.moved == {}
+
+
 async def test_the_user_agent_is_honest(server: FeedServer) -> None:
     server.serve("/feed.xml", FEED)
     async with HttpFetcher() as fetcher:

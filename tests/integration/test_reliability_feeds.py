@@ -7,15 +7,21 @@ changed, move the clock on by the feed's interval).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from datetime import timedelta
 
 import pytest
 
+from bot.app import App
+from bot.configuration import load_config
 from bot.domain.model import Alert
 from bot.domain.planner import next_poll_delay
+from bot.domain.text import render_plain
 from bot.sources.http import HttpFetcher
+from bot.transports.base import Inbound
+from tests.conftest import ConfigFactory
 from tests.integration.feedserver import FeedServer
 from tests.integration.test_feed_polling import PATH, Poller, feed_config, item, rss
 
@@ -187,3 +193,21 @@ async def test_an_item_with_a_bad_date_still_alerts_once(
     published = [line for line in alert.text.splitlines() if "Published" in line]
     assert all(" CET" in line or " CEST" in line for line in published)  # Europe/Vienna
     assert again.alerts == ()
+
+
+async def test_a_feed_that_moved_permanently_is_shown_with_its_new_address(
+    config_dir: ConfigFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with FeedServer() as server:
+        server.redirect("/old.xml", "/feed.xml", status=301)
+        server.serve("/feed.xml", rss(item("n1", "Cybercrime convention opens for signature")))
+        directory = config_dir(feeds=f'feeds:\n  - {{id: news, url: "{server.url("/old.xml")}"}}\n')
+        async with App(load_config(directory), dry_run=True) as app:
+            with caplog.at_level(logging.WARNING, logger="bot.app"):
+                await app.once()
+                await app.once()  # told once, not at every poll
+            answer = await app.answer(Inbound("console", "", None, "feeds"))
+
+    moved = [r.getMessage() for r in caplog.records if "moved permanently" in r.getMessage()]
+    assert len(moved) == 1 and server.url("/feed.xml") in moved[0] and "feeds.yaml" in moved[0]
+    assert f"moved permanently to {server.url('/feed.xml')}" in render_plain(answer.body)

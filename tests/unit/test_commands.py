@@ -582,6 +582,17 @@ def test_feeds_local_calendar_path_is_not_a_link_and_empty_list() -> None:
     assert "No feeds or calendars are watched yet" in text(handle("feeds", view(sources=()), NOW))
 
 
+def test_feeds_tell_where_a_source_moved_without_linking_it() -> None:
+    moved = replace(HRW, moved_to="https://www.hrw.org/feeds/news <@U1> <!channel>")
+    reply = handle("feeds", view(sources=(moved,)), NOW)
+    assert (
+        "· moved permanently to https://www.hrw.org/feeds/news <@U1> <!channel>: update its url "
+        "in the configuration" in text(reply)
+    )
+    [shown] = [s for s in spans(reply) if "hrw.org/feeds" in s.text]
+    assert shown.style == "code" and shown.href is None
+
+
 def test_feeds_takes_no_arguments() -> None:
     parsed = parse_command("feeds all")
     assert isinstance(parsed, UsageError) and parsed.suggestion == "feeds"
