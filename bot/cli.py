@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import gc
 import importlib.util
 import json
 import os
@@ -159,17 +158,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "schema":
         return _schema(args.file, args.write, markdown_text=args.markdown)
 
-    # Start-up allocates much and frees little: no collection runs until the configuration
-    # is read (the app freezes what start-up made once its state is open).
-    collecting = gc.isenabled()
-    gc.disable()
-    try:
-        config = _load(args.config)
-        if config is not None and args.command != "check":
-            importlib.import_module("bot.app")
-    finally:
-        if collecting:
-            gc.enable()
+    config = _load(args.config)
     if config is None:
         return EXIT_PROBLEMS
     if args.command == "check":

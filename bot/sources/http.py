@@ -35,7 +35,8 @@ CONNECT_TIMEOUT = 10.0
 #: Redirects followed at most. Each is a request of its own, to the host it names, made under
 #: that host's limit: feeds of many sites that all redirect to one host do not crowd it.
 MAX_REDIRECTS = 5
-_REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
+_PERMANENT_REDIRECTS = frozenset({301, 308})
+_REDIRECTS = _PERMANENT_REDIRECTS | {302, 303, 307}
 
 FailureKind = Literal["http_error", "timeout", "too_large", "connection_error"]
 
@@ -116,8 +117,8 @@ class HttpFetcher:
         self._hosts: dict[str, asyncio.Semaphore] = {}
         self._session: aiohttp.ClientSession | None = None
         self.requests = 0
-        #: URL -> where it moved: the last answer to it came through permanent redirects
-        #: (301, 308), which are followed every time; maintainers are told to update the URL
+        #: URL -> where it moved: the last answer to it came through permanent redirects,
+        #: which are followed every time; maintainers are told to update the URL
         self.moved: dict[str, str] = {}
 
     async def __aenter__(self) -> HttpFetcher:
@@ -201,7 +202,7 @@ class HttpFetcher:
         try:
             async with asyncio.timeout(budget):
                 async with self._session.get(url, headers=headers, allow_redirects=False) as resp:
-                    if resp.status in _REDIRECT_STATUSES:
+                    if resp.status in _REDIRECTS:
                         return _redirect(resp, time.monotonic() - started)
                     if resp.status == 304:
                         return NotModified(
@@ -279,7 +280,7 @@ def _redirect(resp: aiohttp.ClientResponse, seconds: float) -> _Redirect | Fetch
         return FetchFailed(
             f"{status} to {str(target)[:100]!r}, which is not an http(s) address", "http_error"
         )
-    return _Redirect(str(target), seconds, resp.status in (301, 308))
+    return _Redirect(str(target), seconds, resp.status in _PERMANENT_REDIRECTS)
 
 
 def _short(err: BaseException) -> str:

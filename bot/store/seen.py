@@ -143,10 +143,6 @@ class StoredSeen(Mapping[str, datetime]):
         self._read = read
         self._keys: dict[str, datetime] | None = None
 
-    @property
-    def loaded(self) -> bool:
-        return self._keys is not None
-
     def _load(self) -> dict[str, datetime]:
         if self._keys is None:
             self._keys = self._read()
@@ -165,4 +161,5 @@ class StoredSeen(Mapping[str, datetime]):
         return self._count if self._keys is None else len(self._keys)
 
     def __repr__(self) -> str:
-        return f"StoredSeen({self.name!r}, {len(self)} keys{'' if self.loaded else ', unread'})"
+        unread = "" if self._keys is not None else ", unread"
+        return f"StoredSeen({self.name!r}, {len(self)} keys{unread})"
