@@ -28,27 +28,37 @@ from bot import __version__
 from bot.clock import Clock, SystemClock
 from bot.configuration import load_config
 from bot.configuration.loader import FILES
-from bot.configuration.models import SESSIONS_SOURCE, CalendarConfig, Config, FeedConfig
+from bot.configuration.models import (
+    SESSIONS_SOURCE,
+    CalendarConfig,
+    Config,
+    DepositaryConfig,
+    FeedConfig,
+)
 from bot.delivery import Outbox
 from bot.domain import messages
 from bot.domain.clauses import plan_clauses
-from bot.domain.commands import CommandView, StatusInfo, handle, reload_result
+from bot.domain.commands import CommandView, StatusInfo, TreatyView, handle, reload_result
 from bot.domain.model import (
     Alert,
     AlertId,
     ChannelName,
     Delivery,
+    SessionEvent,
     SourceHealth,
+    SourceKind,
     SourceRecord,
     SourceView,
 )
 from bot.domain.planner import digest, next_poll_delay
-from bot.domain.sessions import plan_changes, plan_reminders
+from bot.domain.sessions import ChangePlan, Snapshot, plan_changes, plan_reminders
 from bot.domain.text import render_plain
+from bot.domain.treaty import TreatySnapshot, projection
 from bot.errors import ConfigError, DeliveryError, Problem, StoreError
 from bot.metrics import Metrics
-from bot.polling import PollOutcome, feed_rule, poll_calendar, poll_feed
+from bot.polling import PollOutcome, feed_rule, poll_calendar, poll_depositary, poll_feed
 from bot.scheduler import Supervisor, periodic
+from bot.sources.calendar_export import render_calendar
 from bot.sources.http import HttpFetcher
 from bot.sources.parsing import Parsers
 from bot.store.base import Changes
@@ -67,7 +77,7 @@ HEALTH_INTERVALS = 3
 #: How often the event loop's lag is measured (seconds).
 LAG_PROBE = 0.5
 
-SourceConfig = FeedConfig | CalendarConfig
+SourceConfig = FeedConfig | CalendarConfig | DepositaryConfig
 
 #: How often the configuration files are checked for changes (seconds).
 CONFIG_POLL = 2.0
@@ -86,6 +96,22 @@ SHUTDOWN_BUDGET = 10.0
 
 #: How often reminders and YAML edits are looked at while running.
 SESSIONS_EVERY = timedelta(seconds=30)
+
+#: Where the bot's HTTP server serves the timeline as an iCalendar feed.
+CALENDAR_PATH = "/calendar.ics"
+
+
+def _kind(source: SourceConfig) -> SourceKind:
+    if isinstance(source, DepositaryConfig):
+        return "depositary"
+    return "calendar" if isinstance(source, CalendarConfig) else "feed"
+
+
+def _file_of(source: SourceConfig) -> str:
+    """The configuration file that names a source."""
+    return {"depositary": "treaty.yaml", "calendar": "sessions.yaml"}.get(
+        _kind(source), "feeds.yaml"
+    )
 
 
 @dataclass(slots=True)
@@ -279,18 +305,38 @@ class App:
             return inbound.user in admins.matrix
         return False
 
+    def _event_sources(self) -> set[str]:
+        """The sources whose stored listings are on the timeline: the calendars, and the dates
+        computed from the depositary's record."""
+        sources = {c.id for c in self.config.calendars}
+        if self.config.depositary is not None:
+            sources.add(self.config.depositary.id)
+        return sources
+
+    async def treaty_view(self) -> TreatyView | None:
+        """The depositary's record as the treaty commands show it (none without the source)."""
+        depositary = self.config.depositary
+        if depositary is None:
+            return None
+        store, _, _ = self._require()
+        snapshot = await store.treaty_snapshot()
+        health = (await store.healths()).get(depositary.id, SourceHealth())
+        status = self.status.get(depositary.id)
+        as_of = health.last_success
+        if status is not None and status.last_success is not None:
+            as_of = max(as_of or status.last_success, status.last_success)
+        return TreatyView(
+            snapshot.status if snapshot.initialized else None,
+            self.config.entry_into_force(),
+            self.config.treaty_source(),
+            as_of,
+            health.last_error if health.failures else None,
+        )
+
     async def command_view(self, inbound: Inbound) -> CommandView:
         """What commands answer from: sessions, clauses, recent news, sources and their health."""
         store, _, outbox = self._require()
-        configured = {c.id for c in self.config.calendars}
-        snapshots = await store.snapshots()
-        events = [
-            e
-            for source, snap in snapshots.items()
-            if source in configured
-            for e in snap.events.values()
-        ]
-        events.extend(self.config.sessions())
+        events = await self.timeline()
         healths = await store.healths()
         # a thousand sources take a while to describe: off the loop
         views = await asyncio.to_thread(self._source_views, healths, dict(self.status))
@@ -308,7 +354,50 @@ class App:
                 transports=tuple(self.transports),
             ),
             source_names={s.id: s.name for s in self.sources},
+            treaty=await self.treaty_view(),
+            calendar_url=self.calendar_url,
         )
+
+    # -- the timeline -----------------------------------------------------------------------
+
+    async def timeline(self) -> list[SessionEvent]:
+        """Every session, meeting and deadline the bot knows: what ``sessions`` and
+        ``next-session`` answer from and ``/calendar.ics`` serves."""
+        snapshots = await self._timeline_snapshots()
+        return [e for snap in snapshots.values() for e in snap.events.values()]
+
+    async def _timeline_snapshots(self, sessions: Snapshot | None = None) -> dict[str, Snapshot]:
+        """The snapshot of each event source on the timeline, by source id: the configured
+        calendars, and sessions.yaml (``sessions`` as just planned; by default the stored
+        snapshot holding the YAML's events as they are now). An event source added to the bot
+        joins the answers, the reminders and the calendar feed here."""
+        store = self._require()[0]
+        stored = await store.snapshots()
+        configured = self._event_sources()
+        snapshots = {k: v for k, v in stored.items() if k in configured}
+        if sessions is None:
+            written = {e.key: e for e in self.config.sessions()}
+            sessions = replace(stored.get(SESSIONS_SOURCE, Snapshot()), events=written)
+        snapshots[SESSIONS_SOURCE] = sessions
+        return snapshots
+
+    async def calendar_ics(self) -> bytes:
+        """The timeline as an iCalendar feed: the same bytes while nothing changes."""
+        snapshots = await self._timeline_snapshots()
+        entries = [(e, s.revision(e.key)) for s in snapshots.values() for e in s.events.values()]
+        # a few thousand events take a while to write: off the loop
+        return await asyncio.to_thread(
+            render_calendar,
+            entries,
+            tz=self.config.tz,
+            prodid=f"-//Treaty Watch//treaty-bot {__version__}//EN",
+        )
+
+    @property
+    def calendar_url(self) -> str | None:
+        """Where members subscribe to the timeline (``http.public_url`` set), else ``None``."""
+        base = self.config.bot.http.public_url
+        return base.rstrip("/") + CALENDAR_PATH if base else None
 
     def _source_views(
         self, healths: Mapping[str, SourceHealth], statuses: Mapping[str, SourceStatus]
@@ -325,7 +414,7 @@ class App:
                 SourceView(
                     id=source.id,
                     name=source.name,
-                    kind="calendar" if isinstance(source, CalendarConfig) else "feed",
+                    kind=_kind(source),
                     url=source.url,
                     every=source.every,
                     health=health,
@@ -388,7 +477,19 @@ class App:
     async def _poll_source(self, feed: SourceConfig, *, now: datetime | None) -> PollOutcome:
         store, fetcher, _ = self._require()
         record = await store.source(feed.id)
-        if isinstance(feed, CalendarConfig):
+        if isinstance(feed, DepositaryConfig):
+            outcome = await poll_depositary(
+                fetcher,
+                feed,
+                record,
+                await store.treaty_snapshot(),
+                now or self.clock.now(),
+                self.config.ops_channels,
+                rule=self.config.entry_into_force(),
+                source=self.config.treaty_source(),
+                parsers=self.parsers,
+            )
+        elif isinstance(feed, CalendarConfig):
             outcome = await poll_calendar(
                 fetcher,
                 feed,
@@ -420,7 +521,7 @@ class App:
                 feed.id,
                 feed.url,
                 moved,
-                "sessions.yaml" if isinstance(feed, CalendarConfig) else "feeds.yaml",
+                _file_of(feed),
             )
         status.moved_to = moved
         self.metrics.record_poll(feed.id, outcome.outcome, outcome.items)
@@ -451,6 +552,8 @@ class App:
                 changes.sources.append(o.record)
             if o.snapshot is not None:
                 changes.snapshots[o.source] = o.snapshot
+            if o.treaty is not None:
+                changes.treaty = o.treaty
             changes.news.extend(o.news)
             alerts.extend(o.alerts)
         changes.enqueue = outbox.rows_for(alerts)
@@ -496,9 +599,13 @@ class App:
         if clause_plan.changed:
             changes.clauses = clause_plan.snapshot
 
-        configured = {c.id for c in self.config.calendars}
-        snapshots = {k: v for k, v in (await store.snapshots()).items() if k in configured}
-        snapshots[SESSIONS_SOURCE] = yaml_plan.snapshot
+        computed = await self._plan_computed_dates(now)
+        if computed is not None:
+            alerts.extend(computed.alerts)
+            changes.snapshots[self.config.treaty_source().id] = computed.snapshot
+        snapshots = await self._timeline_snapshots(yaml_plan.snapshot)
+        if computed is not None:
+            snapshots[self.config.treaty_source().id] = computed.snapshot
         events = [e for snap in snapshots.values() for e in snap.events.values()]
         first_seen = {k: t for snap in snapshots.values() for k, t in snap.first_seen.items()}
         reminder_plan = plan_reminders(
@@ -509,6 +616,7 @@ class App:
             tz,
             lead_times=self.config.bot.reminders.lead_times,
             channels=self.config.reminder_channels,
+            calendar_url=self.calendar_url,
         )
         alerts.extend(reminder_plan.alerts)
         if reminder_plan.changed:
@@ -520,9 +628,32 @@ class App:
             self._count_queued(changes)
         return alerts
 
+    async def _plan_computed_dates(self, now: datetime) -> ChangePlan | None:
+        """Entry into force and the first Conference, computed from the depositary's record:
+        added, moved or removed like any session (``None`` when nothing changed)."""
+        if self.config.depositary is None:
+            return None
+        store, _, _ = self._require()
+        record: TreatySnapshot = await store.treaty_snapshot()
+        if not record.initialized:
+            return None  # nothing is known yet: the first record only remembers
+        source = self.config.treaty_source()
+        plan = plan_changes(
+            source.id,
+            await store.snapshot(source.id),
+            projection(record.status, self.config.entry_into_force(), source),
+            now,
+            self.config.tz,
+            complete=True,
+            may_be_empty=True,
+            channels=source.channels,
+        )
+        return plan if plan.changed else None
+
     @property
     def sources(self) -> tuple[SourceConfig, ...]:
-        return (*self.config.feeds, *self.config.calendars)
+        depositary = (self.config.depositary,) if self.config.depositary is not None else ()
+        return (*self.config.feeds, *self.config.calendars, *depositary)
 
     async def poll_round(
         self,
@@ -620,6 +751,7 @@ class App:
             from bot.web import WebServer  # only a running bot serves HTTP
 
             self.web = WebServer(http.host, http.port, self.metrics, self.health_problems)
+            self.web.serve_calendar(CALENDAR_PATH, self.calendar_ics)
             slack = self.transports.get("slack")
             if self.config.bot.slack.mode == "http" and slack is not None:
                 mount = getattr(slack, "mount", None)

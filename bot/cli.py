@@ -85,7 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
     schema.add_argument(
         "file",
         nargs="?",
-        choices=["bot", "feeds", "sessions", "clauses"],
+        choices=["bot", "feeds", "sessions", "clauses", "treaty"],
         help="one file's schema (default: all, as one JSON object)",
     )
     schema.add_argument(
@@ -166,7 +166,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"{args.config}: OK ({len(config.feeds)} feeds, "
             f"{len(config.sessions_file.calendars)} calendars, "
             f"{len(config.sessions_file.sessions)} sessions, "
-            f"{len(config.clauses_file.clauses)} clauses)"
+            f"{len(config.clauses_file.clauses)} clauses"
+            f"{', the depositary' if config.depositary is not None else ''})"
         )
         return EXIT_OK
 

@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 from typing import Literal
 from zoneinfo import ZoneInfo
 
-from bot.configuration.models import CalendarConfig, FeedConfig
+from bot.configuration.models import CalendarConfig, DepositaryConfig, FeedConfig
 from bot.domain.matching import Matcher
 from bot.domain.model import (
     Alert,
@@ -26,8 +26,9 @@ from bot.domain.model import (
 )
 from bot.domain.planner import FeedRule, HealthRule, plan_feed, plan_health
 from bot.domain.sessions import Snapshot, plan_changes
+from bot.domain.treaty import EntryIntoForceRule, TreatySnapshot, TreatySource, plan_treaty
 from bot.sources.http import Fetched, FetchFailed, FetchResult, HttpFetcher, NotModified
-from bot.sources.parsed import CalendarFailed, ParseFailed
+from bot.sources.parsed import CalendarFailed, DepositaryFailed, ParseFailed
 from bot.sources.parsing import ParserCrashed, Parsers
 
 log = logging.getLogger(__name__)
@@ -56,6 +57,7 @@ class PollOutcome:
     error: str | None = None
     items: int = 0
     snapshot: Snapshot | None = None
+    treaty: TreatySnapshot | None = None
 
 
 #: Parsing in threads, for callers that bring no ``Parsers`` of their own.
@@ -192,9 +194,9 @@ def _read_file(path: str, max_bytes: int) -> bytes:
 
 
 async def fetch_calendar(
-    fetcher: HttpFetcher, calendar: CalendarConfig, validators: Validators
+    fetcher: HttpFetcher, calendar: CalendarConfig | DepositaryConfig, validators: Validators
 ) -> FetchResult:
-    """An http(s) calendar through the shared fetcher, or a local file, as a fetch result."""
+    """An http(s) source through the shared fetcher, or a local file, as a fetch result."""
     if not calendar.is_file:
         return await fetcher.fetch(calendar.url, validators)
     try:
@@ -204,7 +206,8 @@ async def fetch_calendar(
     except (OSError, ValueError) as err:
         reason = err.strerror if isinstance(err, OSError) and err.strerror else str(err)
         return FetchFailed(f"cannot read {calendar.url}: {reason}", "http_error")
-    return Fetched(body, None, None, "text/calendar", calendar.url)
+    kind = "text/calendar" if isinstance(calendar, CalendarConfig) else "application/xml"
+    return Fetched(body, None, None, kind, calendar.url)
 
 
 async def poll_calendar(
@@ -285,4 +288,65 @@ async def poll_calendar(
         None,
         len(events),
         snapshot=plan.snapshot if plan.changed else None,
+    )
+
+
+# ------------------------------------------------------------------------------- depositary
+
+
+async def poll_depositary(
+    fetcher: HttpFetcher,
+    depositary: DepositaryConfig,
+    record: SourceRecord,
+    snapshot: TreatySnapshot,
+    now: datetime,
+    ops: tuple[str, ...],
+    *,
+    rule: EntryIntoForceRule,
+    source: TreatySource,
+    respect_retry_after: bool = True,
+    parsers: Parsers | None = None,
+) -> PollOutcome:
+    """Fetch and read the depositary's record; plan its treaty actions against the last one.
+
+    A document that is not the record, or one that lost too many rows, changes nothing and is
+    a failed poll (its validators are not kept, so the next poll reads the document again)."""
+    hrule = HealthRule(
+        depositary.id,
+        depositary.name,
+        "depositary",
+        depositary.failures_before_alert,
+        tuple(ChannelName(c) for c in ops),
+    )
+    if respect_retry_after and record.health.not_before and now < record.health.not_before:
+        return PollOutcome(depositary.id, record, (), (), False, "skipped")
+    result = await fetch_calendar(fetcher, depositary, record.validators)
+    settled = _without_new_content(
+        depositary.id, record, hrule, result, now, initialized=snapshot.initialized
+    )
+    if isinstance(settled, PollOutcome):
+        return settled
+    fetched, body_hash = settled
+    try:
+        parsed = await (parsers or _THREADS).depositary(fetched.body)
+    except ParserCrashed as err:
+        return _parse_failed(depositary.id, record, hrule, str(err), now)
+    if isinstance(parsed, DepositaryFailed):
+        return _parse_failed(depositary.id, record, hrule, parsed.reason, now)
+    plan = plan_treaty(snapshot, parsed.status, now, rule, source)
+    if plan.problem is not None:
+        return _parse_failed(depositary.id, record, hrule, plan.problem, now)
+    h = plan_health(hrule, record.health, None, now)
+    validators = Validators(fetched.etag, fetched.last_modified, body_hash)
+    new_record = replace(record, validators=validators, health=h.health)
+    return PollOutcome(
+        depositary.id,
+        new_record,
+        plan.alerts + h.alerts,
+        (),
+        plan.changed or h.changed or validators != record.validators,
+        "ok",
+        None,
+        len(parsed.status.participants),
+        treaty=plan.snapshot if plan.changed else None,
     )

@@ -1,10 +1,12 @@
-"""The bot's own HTTP server: ``/healthz`` and ``/metrics`` (Slack's HTTP mode shares it)."""
+"""The bot's own HTTP server: ``/healthz``, ``/metrics`` and the timeline as a calendar,
+``/calendar.ics`` (Slack's HTTP mode shares it)."""
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Iterable
 
 from aiohttp import web
 
@@ -14,6 +16,25 @@ from bot.metrics import Metrics
 log = logging.getLogger(__name__)
 
 HealthCheck = Callable[[], list[str]]
+#: Writes the calendar's body; the same bytes while nothing changed.
+CalendarBuilder = Callable[[], Awaitable[bytes]]
+
+CALENDAR_TYPE = "text/calendar; charset=utf-8"
+
+
+def etag_of(body: bytes) -> str:
+    return '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
+
+
+def etag_matches(if_none_match: Iterable[str], etag: str) -> bool:
+    """Whether an ``If-None-Match`` header (each of its values: tags separated by commas,
+    weak or strong, or ``*``) names ``etag``."""
+    for value in if_none_match:
+        for tag in value.split(","):
+            tag = tag.strip()
+            if tag == "*" or tag.removeprefix("W/") == etag:
+                return True
+    return False
 
 
 class WebServer:
@@ -29,6 +50,19 @@ class WebServer:
         self.app.router.add_get("/metrics", self._metrics)
         self._runner: web.AppRunner | None = None
         self.bound_port: int | None = None
+
+    def serve_calendar(self, path: str, build: CalendarBuilder) -> None:
+        """Serve what ``build`` writes at ``path`` as ``text/calendar``, with its digest as
+        the ETag, and 304 Not Modified to a client whose ``If-None-Match`` names it."""
+
+        async def calendar(request: web.Request) -> web.Response:
+            body = await build()
+            headers = {"ETag": etag_of(body), "Cache-Control": "no-cache"}
+            if etag_matches(request.headers.getall("If-None-Match", ()), headers["ETag"]):
+                return web.Response(status=304, headers=headers)
+            return web.Response(body=body, headers={**headers, "Content-Type": CALENDAR_TYPE})
+
+        self.app.router.add_get(path, calendar)
 
     async def start(self) -> None:
         self._runner = web.AppRunner(self.app, access_log=None, handle_signals=False)

@@ -31,7 +31,7 @@ FORBIDDEN_IN_DOMAIN = (
 VENDOR_HOMES = {
     "tinydb": {"store/tinydb_store.py"},
     "feedparser": {"sources/feeds.py"},
-    "icalendar": {"sources/calendars.py"},
+    "icalendar": {"sources/calendars.py", "sources/calendar_export.py"},
     "recurring_ical_events": {"sources/calendars.py"},
     "slack_bolt": {"transports/slack.py"},
     "slack_sdk": {"transports/slack.py"},

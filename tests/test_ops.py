@@ -88,6 +88,8 @@ def test_metrics_and_health_move_while_running(tmp_path: Path, www: tuple[Path, 
         assert metric(text, "treatybot_delivery_latency_seconds_count", transport="console") >= 2
         assert "treatybot_event_loop_lag_seconds" in text
         assert "treatybot_outbox_depth" in text
+        status, calendar = get(f"http://127.0.0.1:{port}/calendar.ics")
+        assert status == 200 and calendar.startswith("BEGIN:VCALENDAR\r\n")
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=30)
     finally:

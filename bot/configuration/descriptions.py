@@ -24,9 +24,13 @@ DESCRIPTIONS: dict[str, dict[str, str]] = {
         "slack": "Slack settings (the tokens come from the environment).",
         "slack.mode": "`socket` (Socket Mode: no public URL needed) or `http` (Slack calls "
         "the bot's HTTP server at /slack/events).",
-        "http": "The bot's own HTTP server: /healthz, /metrics and Slack's HTTP endpoint.",
+        "http": "The bot's own HTTP server: /healthz, /metrics, /calendar.ics and Slack's "
+        "HTTP endpoint.",
         "http.host": "The address to listen on; 127.0.0.1 keeps it private to the machine.",
         "http.port": "The port; 0 turns the server off (not possible in Slack http mode).",
+        "http.public_url": "Where the world reaches this server (e.g. https://bot.example.org), "
+        "if it does: `next-session`, `sessions` and reminders then invite members to subscribe "
+        "to the timeline at <public_url>/calendar.ics.",
         "matrix": "Matrix settings (the credentials come from the environment).",
         "matrix.command_prefix": "What starts a command in a Matrix room.",
         "admins": "Who may run the admin commands `status` and `reload`.",
@@ -88,6 +92,25 @@ DESCRIPTIONS: dict[str, dict[str, str]] = {
         "clauses[].concerns": "Short tags: scope, human-rights, surveillance, …",
         "clauses[].links": "Analyses and sources (http(s) addresses).",
         "clauses[].updated": "When this entry was last reviewed (a date).",
+    },
+    "treaty.yaml": {
+        "depositary": "The treaty's status as the UN depositary publishes it (MTDSG XML): each "
+        "signature, ratification, acceptance, approval, accession, declaration or reservation "
+        "becomes a treaty-action alert. Without it, nothing is read.",
+        "depositary.name": "How the source is named in alerts and `feeds`.",
+        "depositary.url": "The depositary's XML document (http(s)), or a file in config/.",
+        "depositary.page": "The page people can open (linked from alerts and answers).",
+        "depositary.every": "How often to poll (at least 1m; the record changes a few times a "
+        "month).",
+        "depositary.channels": "Where treaty-action alerts and the computed dates' changes go.",
+        "depositary.failures_before_alert": "Failed polls in a row before the ops channel is told.",
+        "entry_into_force": "How entry into force is computed from the record (article 65).",
+        "entry_into_force.instruments": "The number of instruments of ratification, acceptance, "
+        "approval or accession that bring the treaty into force.",
+        "entry_into_force.days_after": "Entry into force falls on this day after the deposit "
+        "of the last instrument needed (the 90th day: 90).",
+        "entry_into_force.not_counted": "Participants whose instrument does not count on top of "
+        "their member States' (regional economic integration organisations).",
     },
 }
 

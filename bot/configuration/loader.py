@@ -15,13 +15,16 @@ from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
 from bot.configuration.models import (
+    DEPOSITARY_SOURCE,
     BotFile,
     ClausesFile,
     Config,
     FeedsFile,
     SessionsFile,
+    TreatyFile,
     parse_when,
     resolve_calendars,
+    resolve_depositary,
     resolve_feeds,
 )
 from bot.errors import ConfigError, Problem
@@ -31,6 +34,7 @@ FILES: dict[str, type[BaseModel]] = {
     "feeds.yaml": FeedsFile,
     "sessions.yaml": SessionsFile,
     "clauses.yaml": ClausesFile,
+    "treaty.yaml": TreatyFile,
 }
 _PLAIN_TAG = "tag:yaml.org,2002:"
 _ALLOWED_TAGS = {
@@ -261,6 +265,9 @@ def _cross_check(
         if clause_channels is None and items("clauses.yaml", "clauses"):
             clause_channels = ["alerts"]
         yield "clauses.yaml", ["channels"], clause_channels
+        depositary = raw("treaty.yaml", "depositary")
+        if isinstance(depositary, Mapping):
+            yield "treaty.yaml", ["depositary", "channels"], depositary.get("channels", ["alerts"])
         for file, section in (
             ("feeds.yaml", "feeds"),
             ("sessions.yaml", "calendars"),
@@ -312,6 +319,19 @@ def _cross_check(
     duplicates("feeds.yaml", "feeds", ids("feeds.yaml", "feeds"), source_ids)
     duplicates("sessions.yaml", "calendars", ids("sessions.yaml", "calendars"), source_ids)
     duplicates("sessions.yaml", "sessions", ids("sessions.yaml", "sessions"), {})
+    if isinstance(raw("treaty.yaml", "depositary"), Mapping):
+        for file, section in (("feeds.yaml", "feeds"), ("sessions.yaml", "calendars")):
+            for i, ident in enumerate(ids(file, section)):
+                if ident == DEPOSITARY_SOURCE:
+                    loc = [section, i, "id"]
+                    problems.append(
+                        Problem(
+                            file,
+                            docs[file].line_of(loc),
+                            _dotted(loc),
+                            f"the id {ident!r} is taken by the depositary source of treaty.yaml",
+                        )
+                    )
     duplicates("clauses.yaml", "clauses", ids("clauses.yaml", "clauses"), {})
     if sessions is not None:
         tz = ZoneInfo(bot.timezone) if bot is not None else ZoneInfo("UTC")
@@ -423,12 +443,21 @@ def _load(root: Path, parse: Callable[[Path], tuple[Any, list[Problem]]]) -> Con
     feeds = models["feeds.yaml"]
     sessions = models["sessions.yaml"]
     clauses = models["clauses.yaml"]
+    treaty = models["treaty.yaml"]
+    assert treaty is None or isinstance(treaty, TreatyFile)
     assert bot is None or isinstance(bot, BotFile)
     assert feeds is None or isinstance(feeds, FeedsFile)
     assert sessions is None or isinstance(sessions, SessionsFile)
     assert clauses is None or isinstance(clauses, ClausesFile)
     problems.extend(_cross_check(docs, bot, feeds, sessions, clauses))
-    if problems or bot is None or feeds is None or sessions is None or clauses is None:
+    if (
+        problems
+        or bot is None
+        or feeds is None
+        or sessions is None
+        or clauses is None
+        or treaty is None
+    ):
         problems.sort(
             key=lambda p: (list(FILES).index(p.file) if p.file in FILES else 9, p.line or 0)
         )
@@ -441,4 +470,6 @@ def _load(root: Path, parse: Callable[[Path], tuple[Any, list[Problem]]]) -> Con
         clauses_file=clauses,
         feeds=resolve_feeds(feeds),
         calendars=resolve_calendars(sessions, str(root)),
+        treaty_file=treaty,
+        depositary=resolve_depositary(treaty, str(root)),
     )

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
@@ -26,6 +26,7 @@ from pydantic import (
 from bot.domain.durations import parse_duration
 from bot.domain.matching import compile_term, is_regex
 from bot.domain.model import ChannelName, Clause, SessionEvent
+from bot.domain.treaty import EntryIntoForceRule, TreatySource
 
 MIN_INTERVAL = timedelta(minutes=1)
 ID_PATTERN = r"^[a-z0-9][a-z0-9-]*$"
@@ -209,6 +210,8 @@ class SlackSettings(Strict):
 class HttpSettings(Strict):
     host: str = "127.0.0.1"
     port: Annotated[int, Field(ge=0, le=65535)] = 8080
+    # where the world reaches the server: answers and reminders link <public_url>/calendar.ics
+    public_url: HttpUrl | None = None
 
 
 class MatrixSettings(Strict):
@@ -343,6 +346,33 @@ class ClausesFile(Strict):
     clauses: list[ClauseEntry] = Field(default_factory=list)
 
 
+# ----------------------------------------------------------------------------- treaty.yaml
+
+DEPOSITARY_SOURCE = "depositary"
+
+
+class DepositaryEntry(Strict):
+    name: Annotated[str, Field(min_length=1)] = "UN depositary (MTDSG)"
+    url: UrlOrPath
+    page: HttpUrl | None = None
+    every: Interval = timedelta(hours=6)
+    channels: list[ChannelRef] = Field(default_factory=lambda: ["alerts"])
+    failures_before_alert: Annotated[int, Field(ge=1)] = 3
+
+
+class EntryIntoForceEntry(Strict):
+    instruments: Annotated[int, Field(ge=1, le=1000)] = 40
+    days_after: Annotated[int, Field(ge=0, le=3650)] = 90
+    not_counted: list[Annotated[str, Field(min_length=1)]] = Field(
+        default_factory=lambda: ["European Union"]
+    )
+
+
+class TreatyFile(Strict):
+    depositary: DepositaryEntry | None = None
+    entry_into_force: EntryIntoForceEntry = Field(default_factory=EntryIntoForceEntry)
+
+
 # ----------------------------------------------------------------------------- resolved
 
 
@@ -399,6 +429,23 @@ class CalendarConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class DepositaryConfig:
+    """The depositary's record of the treaty (treaty.yaml ``depositary``), resolved."""
+
+    id: str
+    name: str
+    url: str  # an http(s) URL, or a path (relative to the config directory, resolved)
+    page: str | None
+    every: timedelta
+    channels: tuple[ChannelName, ...]
+    failures_before_alert: int
+
+    @property
+    def is_file(self) -> bool:
+        return not self.url.startswith(("http://", "https://"))
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     """The resolved configuration the bot runs on."""
 
@@ -409,6 +456,19 @@ class Config:
     clauses_file: ClausesFile
     feeds: tuple[FeedConfig, ...]
     calendars: tuple[CalendarConfig, ...] = ()
+    treaty_file: TreatyFile = field(default_factory=TreatyFile)
+    depositary: DepositaryConfig | None = None
+
+    def entry_into_force(self) -> EntryIntoForceRule:
+        rule = self.treaty_file.entry_into_force
+        return EntryIntoForceRule(rule.instruments, rule.days_after, tuple(rule.not_counted))
+
+    def treaty_source(self) -> TreatySource:
+        """Where the record comes from and where its alerts (and the computed dates) go."""
+        d = self.depositary
+        if d is None:
+            return TreatySource(DEPOSITARY_SOURCE, "UN depositary", None, self.reminder_channels)
+        return TreatySource(d.id, d.name, d.page or (d.url if not d.is_file else None), d.channels)
 
     @property
     def tz(self) -> ZoneInfo:
@@ -502,6 +562,24 @@ def resolve_calendars(sessions: SessionsFile, directory: str) -> tuple[CalendarC
             )
         )
     return tuple(out)
+
+
+def resolve_depositary(treaty: TreatyFile, directory: str) -> DepositaryConfig | None:
+    d = treaty.depositary
+    if d is None:
+        return None
+    url = d.url
+    if not url.startswith(("http://", "https://")):
+        url = os.path.join(directory, url)
+    return DepositaryConfig(
+        id=DEPOSITARY_SOURCE,
+        name=d.name,
+        url=url,
+        page=d.page,
+        every=d.every,
+        channels=tuple(ChannelName(c) for c in d.channels),
+        failures_before_alert=d.failures_before_alert,
+    )
 
 
 def resolve_feeds(feeds: FeedsFile) -> tuple[FeedConfig, ...]:

@@ -40,9 +40,11 @@ from datetime import datetime
 from typing import Literal
 from zoneinfo import ZoneInfo
 
-from bot.domain import replies
+from bot.domain import replies, treaty
+from bot.domain.countries import find_state
 from bot.domain.model import Clause, NewsRecord, SessionEvent, SourceView
 from bot.domain.text import Rich
+from bot.domain.treaty import EntryIntoForceRule, TreatySource, TreatyStatus
 
 COMMANDS: tuple[str, ...] = (
     "next-session",
@@ -51,6 +53,8 @@ COMMANDS: tuple[str, ...] = (
     "clause",
     "news",
     "feeds",
+    "ratifications",
+    "country",
     "help",
     "status",
     "reload",
@@ -61,6 +65,10 @@ ALIASES: Mapping[str, str] = {
     "nextsession": "next-session",
     "sources": "feeds",
     "commands": "help",
+    "ratification": "ratifications",
+    "signatures": "ratifications",
+    "parties": "ratifications",
+    "state": "country",
 }
 PREFIXES = ("/treaty", "!treaty")
 SHARE_WORD = "share"
@@ -114,6 +122,18 @@ class StatusInfo:
 
 
 @dataclass(frozen=True, slots=True)
+class TreatyView:
+    """The depositary's record for the treaty commands: ``status`` is ``None`` until a first
+    record was read; ``problem`` is the latest error while the source fails."""
+
+    status: TreatyStatus | None
+    rule: EntryIntoForceRule
+    source: TreatySource
+    as_of: datetime | None = None
+    problem: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class CommandView:
     """What an answer is computed from. ``news`` is newest first; ``tz`` the coalition's zone."""
 
@@ -125,6 +145,10 @@ class CommandView:
     is_admin: bool = False
     status: StatusInfo | None = None
     source_names: Mapping[str, str] = field(default_factory=dict)
+    #: the depositary's record (``None`` when treaty.yaml names no depositary)
+    treaty: TreatyView | None = None
+    #: where the timeline is served as a calendar to subscribe to (``None``: not public)
+    calendar_url: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -244,6 +268,8 @@ _PARSERS: Mapping[str, Callable[[str, tuple[str, ...], bool], Command | UsageErr
     "clause": _clause,
     "news": _news,
     "feeds": _no_args,
+    "ratifications": _no_args,
+    "country": _clause,
     "help": _help,
     "status": _no_args,
     "reload": _no_args,
@@ -299,12 +325,14 @@ def last_event(events: Sequence[SessionEvent], now: datetime) -> SessionEvent | 
 def _next_session(command: Command, view: CommandView, now: datetime) -> Reply:
     ahead = upcoming_events(view.sessions, now)
     if not ahead:
-        body = replies.nothing_ahead_body(last_event(view.sessions, now), view.tz)
-        return Reply(replies.NOTHING_AHEAD_TITLE, body, command.share)
+        body = replies.nothing_ahead_body(
+            last_event(view.sessions, now), view.tz, calendar_url=view.calendar_url
+        )
+        return Reply(replies.NOTHING_AHEAD_TITLE, _with_treaty(body, view, now), command.share)
     event = ahead[0]
     return Reply(
         replies.next_session_title(event, now),
-        replies.next_session_body(event, view.tz, now),
+        replies.next_session_body(event, view.tz, now, calendar_url=view.calendar_url),
         command.share,
     )
 
@@ -312,13 +340,17 @@ def _next_session(command: Command, view: CommandView, now: datetime) -> Reply:
 def _sessions_answer(command: Command, view: CommandView, now: datetime) -> Reply:
     ahead = upcoming_events(view.sessions, now)
     if not ahead:
-        body = replies.nothing_ahead_body(last_event(view.sessions, now), view.tz)
-        return Reply(replies.NOTHING_AHEAD_TITLE, body, command.share)
+        body = replies.nothing_ahead_body(
+            last_event(view.sessions, now), view.tz, calendar_url=view.calendar_url
+        )
+        return Reply(replies.NOTHING_AHEAD_TITLE, _with_treaty(body, view, now), command.share)
     count = command.count or SESSIONS_DEFAULT
     shown = ahead[:count]
     return Reply(
         replies.sessions_title(len(shown)),
-        replies.sessions_body(shown, len(ahead) - len(shown), view.tz, now),
+        replies.sessions_body(
+            shown, len(ahead) - len(shown), view.tz, now, calendar_url=view.calendar_url
+        ),
         command.share,
     )
 
@@ -434,6 +466,72 @@ def _feeds_answer(command: Command, view: CommandView, now: datetime) -> Reply:
     return Reply(replies.FEEDS_TITLE, replies.feeds_body(view.sources, view.tz), command.share)
 
 
+def _with_treaty(body: Rich, view: CommandView, now: datetime) -> Rich:
+    """Nothing scheduled: the treaty's own timeline is where the work is."""
+    t = view.treaty
+    if t is None:
+        return body
+    where = treaty.standing(t.status, t.rule) if t.status is not None else None
+    return (*body, replies.treaty_hint(where, now))
+
+
+def _treaty_unavailable(view: CommandView) -> Reply | None:
+    if view.treaty is None:
+        return Reply(replies.NOT_FOLLOWED_TITLE, replies.not_followed_body(), False, ok=False)
+    if view.treaty.status is None:
+        return Reply(
+            replies.NOT_READ_TITLE, replies.not_read_body(view.treaty.problem), False, ok=False
+        )
+    return None
+
+
+def _ratifications_answer(command: Command, view: CommandView, now: datetime) -> Reply:
+    unavailable = _treaty_unavailable(view)
+    if unavailable is not None or view.treaty is None or view.treaty.status is None:
+        assert unavailable is not None
+        return unavailable
+    t = view.treaty
+    assert t.status is not None
+    body = replies.ratifications_body(
+        len(treaty.signatories(t.status)),
+        len(treaty.parties(t.status)),
+        treaty.standing(t.status, t.rule),
+        treaty.latest_actions(t.status, replies.LATEST_SHOWN),
+        t.source,
+        t.as_of,
+        t.problem,
+        view.tz,
+        now,
+    )
+    return Reply(replies.RATIFICATIONS_TITLE, body, command.share)
+
+
+def _country_answer(command: Command, view: CommandView, now: datetime) -> Reply:
+    unavailable = _treaty_unavailable(view)
+    if unavailable is not None or view.treaty is None or view.treaty.status is None:
+        assert unavailable is not None
+        return unavailable
+    t = view.treaty
+    assert t.status is not None
+    query = command.query or ""
+    match = find_state(query, [p.name for p in t.status.participants])
+    participant = t.status.participant(match.found) if match.found else None
+    if participant is None:
+        return Reply(
+            replies.UNKNOWN_STATE_TITLE,
+            replies.unknown_state_body(query, match.suggestions),
+            share=False,
+            ok=False,
+        )
+    return Reply(
+        replies.country_title(participant.name),
+        replies.country_body(
+            participant, t.status.statements_of(participant.name), t.source, t.as_of, view.tz
+        ),
+        command.share,
+    )
+
+
 def _help_answer(command: Command, view: CommandView, now: datetime) -> Reply:
     if command.query:
         entry = replies.HELP_BY_NAME[command.query]
@@ -472,6 +570,8 @@ _ANSWERS: Mapping[str, Callable[[Command, CommandView, datetime], Reply]] = {
     "clause": _clause_answer,
     "news": _news_answer,
     "feeds": _feeds_answer,
+    "ratifications": _ratifications_answer,
+    "country": _country_answer,
     "help": _help_answer,
     "status": _status_answer,
     "reload": _reload_answer,

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
+from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
 from bot.domain.durations import humanize
 from bot.domain.model import Clause, FeedItem, SessionEvent
 from bot.domain.text import Bullets, Paragraph, Rich, Span, bold, italic, link, para, shorten
 from bot.domain.timefmt import event_span, format_local, format_span
+
+if TYPE_CHECKING:
+    from bot.domain.treaty import Standing, TreatyAction
 
 SUMMARY_LIMIT = 400
 TITLE_LIMIT = 300
@@ -49,7 +53,7 @@ def news_batch_body(source_name: str, items: Sequence[FeedItem]) -> Rich:
 
 
 def _what(kind: str) -> str:
-    return "Calendar" if kind == "calendar" else "Feed"
+    return {"calendar": "Calendar", "depositary": "Source"}.get(kind, "Feed")
 
 
 def health_failing_title(kind: str, name: str) -> str:
@@ -135,7 +139,13 @@ def reminder_title(event: SessionEvent, lead: timedelta, now: datetime) -> str:
 
 
 def reminder_body(
-    event: SessionEvent, lead: timedelta, late: bool, now: datetime, tz: ZoneInfo
+    event: SessionEvent,
+    lead: timedelta,
+    late: bool,
+    now: datetime,
+    tz: ZoneInfo,
+    *,
+    calendar_url: str | None = None,
 ) -> Rich:
     title = shorten(event.title, TITLE_LIMIT)
     head: list[Span] = [bold(reminder_title(event, lead, now).split(": ", 1)[0] + ": ")]
@@ -150,7 +160,27 @@ def reminder_body(
         blocks.append(
             para(italic("Sent late: the bot was not running when this reminder was due."))
         )
+    if calendar_url:
+        blocks.append(subscribe_paragraph(calendar_url))
     return tuple(blocks)
+
+
+def subscribe_paragraph(calendar_url: str) -> Paragraph:
+    """The invitation to follow the timeline in a calendar app (``/calendar.ics``)."""
+    return para(
+        "Subscribe to the timeline in your calendar app: ", link(calendar_url, calendar_url)
+    )
+
+
+# the calendar served at /calendar.ics
+CALENDAR_NAME = "Treaty Watch"
+CALENDAR_DESCRIPTION = (
+    "Sessions, meetings and deadlines of the UN Convention against Cybercrime, as Treaty Watch "
+    "knows them."
+)
+CALENDAR_CATEGORIES = {"session": "Session", "informal": "Informal meeting", "deadline": "Deadline"}
+CALENDAR_POSTPONED = " (postponed)"
+CALENDAR_UNTITLED = "(untitled)"
 
 
 CHANGE_WORDS = {
@@ -285,4 +315,91 @@ def transport_problem_body(transport: str, problem: str) -> Rich:
     return (
         para(bold(f"{transport.capitalize()}: "), problem),
         para("Alerts for it are kept in the outbox and sent once this is fixed."),
+    )
+
+
+# ------------------------------------------------------------------------------- the treaty
+
+ENTRY_INTO_FORCE_TITLE = "The Convention enters into force"
+FIRST_CONFERENCE_TITLE = "Latest date for the first Conference of the States Parties"
+STATEMENT_LIMIT = 300
+
+_CONSENT_WORDS = {
+    "ratification": ("ratified", "ratification"),
+    "acceptance": ("accepted", "acceptance"),
+    "approval": ("approved", "approval"),
+    "accession": ("acceded to", "accession"),
+    "succession": ("succeeded to", "succession"),
+}
+
+
+def day(value: date) -> str:
+    """``25 Oct 2025``, as the depositary writes dates."""
+    return f"{value.day} {value:%b %Y}"
+
+
+def statement_word(kind: str) -> str:
+    return {"declaration": "a declaration", "reservation": "a reservation"}.get(
+        kind, f"an {kind}" if kind[:1] in "aeiou" else f"a {kind}"
+    )
+
+
+def treaty_action_title(action: TreatyAction) -> str:
+    if action.kind == "signature":
+        return f"{action.state} signed the Convention"
+    if action.kind in _CONSENT_WORDS:
+        return f"{action.state} {_CONSENT_WORDS[action.kind][0]} the Convention"
+    assert action.statement is not None
+    made = "made" if action.kind == "statement-made" else "withdrew"
+    return f"{action.state} {made} {statement_word(action.statement.kind)}"
+
+
+def standing_line(where: Standing) -> str:
+    signed = f"{where.signatories} {'signatory' if where.signatories == 1 else 'signatories'}"
+    if where.in_force is not None:
+        return (
+            f"{signed}; {where.counted} instruments of ratification, acceptance, approval or "
+            f"accession: the Convention enters into force on {day(where.in_force)}."
+        )
+    return (
+        f"{signed}; {where.counted} of the {where.needed} instruments needed for entry into force."
+    )
+
+
+def treaty_action_body(
+    action: TreatyAction, where: Standing, source_name: str, page: str | None
+) -> Rich:
+    blocks: list[Paragraph | Bullets] = []
+    if action.kind == "signature" and action.on is not None:
+        blocks.append(para(bold(action.state), f" signed the Convention on {day(action.on)}."))
+    elif action.kind in _CONSENT_WORDS and action.on is not None:
+        noun = _CONSENT_WORDS[action.kind][1]
+        blocks.append(
+            para(
+                bold(action.state),
+                f" deposited its instrument of {noun} on {day(action.on)}.",
+            )
+        )
+    elif action.statement is not None:
+        made = "made" if action.kind == "statement-made" else "withdrew"
+        blocks.append(para(bold(action.state), f" {made} {statement_word(action.statement.kind)}:"))
+        blocks.append(para(italic(shorten(action.statement.text, STATEMENT_LIMIT))))
+    blocks.append(para(standing_line(where)))
+    blocks.append(para("Source: ", link(source_name, page)))
+    return tuple(blocks)
+
+
+def entry_into_force_description(instruments: int, state: str, deposit: date | None) -> str:
+    when = f" on {day(deposit)}" if deposit is not None else ""
+    return (
+        f"Computed from the depositary's record: the 90th day after the {instruments}th "
+        f"instrument of ratification, acceptance, approval or accession ({state}{when}), "
+        "article 65(1)."
+    )
+
+
+def first_conference_description(in_force: date) -> str:
+    return (
+        "The Secretary-General convenes the Conference of the States Parties not later than one "
+        f"year after entry into force ({day(in_force)}), article 57(2)."
     )

@@ -13,8 +13,10 @@ SourceId = NewType("SourceId", str)
 AlertId = NewType("AlertId", str)
 ChannelName = NewType("ChannelName", str)
 
-AlertKind = Literal["news", "session-reminder", "session-change", "clause-change", "source-health"]
-SourceKind = Literal["feed", "calendar"]
+AlertKind = Literal[
+    "news", "session-reminder", "session-change", "clause-change", "source-health", "treaty-action"
+]
+SourceKind = Literal["feed", "calendar", "depositary"]
 EventKind = Literal["session", "informal", "deadline"]
 EventStatus = Literal["scheduled", "tentative", "postponed", "cancelled", "concluded"]
 ClauseStatus = Literal["open", "contested", "agreed", "adopted", "reserved", "deferred"]

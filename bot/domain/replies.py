@@ -18,10 +18,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from bot.domain import messages
 from bot.domain.durations import humanize
+from bot.domain.messages import subscribe_paragraph
 from bot.domain.model import Clause, NewsRecord, SessionEvent, SourceView
 from bot.domain.text import Block, Bullets, Paragraph, Rich, Span, bold, italic, link, para, shorten
 from bot.domain.timefmt import event_span, format_local, format_span
+from bot.domain.treaty import Participant, Standing, Statement, TreatyAction, TreatySource
 
 TITLE_LIMIT = 200
 SUMMARY_LIMIT = 600
@@ -90,6 +93,19 @@ HELP: tuple[CommandHelp, ...] = (
         "the latest matched news items (default 5, at most 20), optionally with a word",
     ),
     CommandHelp("feeds", "feeds", "feeds", "the watched feeds and calendars, and their health"),
+    CommandHelp(
+        "ratifications",
+        "ratifications",
+        "ratifications",
+        "signatories, parties, the instruments still needed for entry into force (or its "
+        "date), and the latest actions, from the depositary's record",
+    ),
+    CommandHelp(
+        "country",
+        "country NAME",
+        "country germany",
+        "one state's signature, ratification (or accession) and declarations",
+    ),
     CommandHelp("help", "help [COMMAND]", "help clauses", "this list, or how to use one command"),
     CommandHelp(
         "status",
@@ -302,7 +318,9 @@ def next_session_title(event: SessionEvent, now: datetime) -> str:
     return f"Next {kind}: {_title(event)}"
 
 
-def next_session_body(event: SessionEvent, tz: ZoneInfo, now: datetime) -> Rich:
+def next_session_body(
+    event: SessionEvent, tz: ZoneInfo, now: datetime, *, calendar_url: str | None = None
+) -> Rich:
     head: list[Span] = [bold(f"{_kind(event)}: "), link(_title(event), event.url)]
     if event.kind == "deadline":
         head.append(Span(" (deadline)"))
@@ -320,13 +338,17 @@ def next_session_body(event: SessionEvent, tz: ZoneInfo, now: datetime) -> Rich:
     if event.status in STATUS_NOTES:
         blocks.append(para("Status: ", bold(STATUS_NOTES[event.status])))
     blocks.append(para(italic(countdown(event, now).capitalize() + ".")))
+    if calendar_url:
+        blocks.append(subscribe_paragraph(calendar_url))
     return tuple(blocks)
 
 
 NOTHING_AHEAD_TITLE = "No upcoming session"
 
 
-def nothing_ahead_body(last: SessionEvent | None, tz: ZoneInfo) -> Rich:
+def nothing_ahead_body(
+    last: SessionEvent | None, tz: ZoneInfo, *, calendar_url: str | None = None
+) -> Rich:
     blocks: list[Block] = [para("No session, meeting or deadline is scheduled ahead.")]
     if last is not None:
         ended = event_span(last, tz)
@@ -337,6 +359,8 @@ def nothing_ahead_body(last: SessionEvent | None, tz: ZoneInfo) -> Rich:
                 f" ({ended}).",
             )
         )
+    if calendar_url:
+        blocks.append(subscribe_paragraph(calendar_url))
     return tuple(blocks)
 
 
@@ -357,12 +381,21 @@ def session_line(event: SessionEvent, tz: ZoneInfo, now: datetime) -> tuple[Span
     return tuple(spans)
 
 
-def sessions_body(events: Sequence[SessionEvent], more: int, tz: ZoneInfo, now: datetime) -> Rich:
+def sessions_body(
+    events: Sequence[SessionEvent],
+    more: int,
+    tz: ZoneInfo,
+    now: datetime,
+    *,
+    calendar_url: str | None = None,
+) -> Rich:
     blocks: list[Block] = [Bullets(tuple(session_line(e, tz, now) for e in events))]
     if more:
         blocks.append(
             para(f"… and {more} more; e.g. ", code(f"sessions {min(len(events) + more, 25)}"), ".")
         )
+    if calendar_url:
+        blocks.append(subscribe_paragraph(calendar_url))
     return tuple(blocks)
 
 
@@ -640,3 +673,170 @@ def status_body(runtime: list[Block], sources: Sequence[SourceView], tz: ZoneInf
     else:
         blocks.append(para("No sources are watched."))
     return tuple(blocks)
+
+
+# ------------------------------------------------------------------------------- the treaty
+
+RATIFICATIONS_TITLE = "Signatures and ratifications"
+NOT_FOLLOWED_TITLE = "The depositary's record is not followed"
+NOT_READ_TITLE = "The depositary's record has not been read yet"
+UNKNOWN_STATE_TITLE = "No such participant"
+LATEST_SHOWN = 5
+STATEMENTS_SHOWN = 3
+
+
+def not_followed_body() -> Rich:
+    return (
+        para(
+            "This bot does not follow the treaty's status. Maintainers add the depositary's "
+            "record in ",
+            code("config/treaty.yaml"),
+            ".",
+        ),
+    )
+
+
+def not_read_body(problem: str | None) -> Rich:
+    blocks: list[Block] = [
+        para(
+            "The bot has not read the depositary's record yet: it does at its first "
+            "successful poll of the source (see ",
+            code("feeds"),
+            ").",
+        )
+    ]
+    if problem:
+        blocks.append(para("Latest error: ", Span(shorten(problem, ERROR_LIMIT))))
+    return tuple(blocks)
+
+
+def _action_line(action: TreatyAction) -> tuple[Span, ...]:
+    when = messages.day(action.on) if action.on is not None else "undated"
+    what = messages.treaty_action_title(action).removeprefix(action.state + " ")
+    return (Span(when + " — "), bold(action.state), Span(" " + what.replace(" the Convention", "")))
+
+
+def depositary_line(source: TreatySource, as_of: datetime | None, tz: ZoneInfo) -> Paragraph:
+    read = f", as of {format_local(as_of, tz)}" if as_of is not None else ""
+    return para("Source: ", link(source.name, source.page), read + ".")
+
+
+def ratifications_body(
+    signed: int,
+    parties: int,
+    where: Standing,
+    latest: Sequence[TreatyAction],
+    source: TreatySource,
+    as_of: datetime | None,
+    problem: str | None,
+    tz: ZoneInfo,
+    now: datetime,
+) -> Rich:
+    blocks: list[Block] = [
+        para(
+            bold(plural(signed, "signatory", "signatories")),
+            ", ",
+            bold(plural(parties, "party", "parties")),
+            f" ({plural(where.counted, 'instrument')} counting toward entry into force).",
+        )
+    ]
+    if where.in_force is not None:
+        verb = "entered" if where.in_force <= now.date() else "enters"
+        blocks.append(
+            para(f"The Convention {verb} into force on ", bold(messages.day(where.in_force)), ".")
+        )
+    else:
+        missing = where.needed - where.counted
+        blocks.append(
+            para(
+                f"{where.counted} of the {where.needed} instruments needed for entry into "
+                f"force: {plural(missing, 'more instrument')} needed.",
+            )
+        )
+    if latest:
+        blocks.append(para("Latest:"))
+        blocks.append(Bullets(tuple(_action_line(a) for a in latest)))
+    blocks.append(depositary_line(source, as_of, tz))
+    if problem:
+        blocks.append(
+            para(italic("The latest poll failed: " + shorten(problem, ERROR_LIMIT) + "."))
+        )
+    return tuple(blocks)
+
+
+def country_title(name: str) -> str:
+    return f"{shorten(name, TITLE_LIMIT)} and the Convention"
+
+
+def country_body(
+    participant: Participant,
+    statements: Sequence[Statement],
+    source: TreatySource,
+    as_of: datetime | None,
+    tz: ZoneInfo,
+) -> Rich:
+    signed = messages.day(participant.signed) if participant.signed else "not signed"
+    if participant.consent is not None and participant.consent_kind is not None:
+        consent = f"{participant.consent_kind}, deposited on {messages.day(participant.consent)}"
+    else:
+        consent = "no instrument deposited"
+    items: list[tuple[Span, ...]] = [
+        (bold("Signature: "), Span(signed)),
+        (bold("Consent to be bound: "), Span(consent)),
+    ]
+    if statements:
+        kinds = sorted({s.kind for s in statements})
+        items.append(
+            (
+                bold("Declarations and reservations: "),
+                Span(f"{len(statements)} ({', '.join(kinds)})"),
+            )
+        )
+    else:
+        items.append((bold("Declarations and reservations: "), Span("none recorded")))
+    blocks: list[Block] = [Bullets(tuple(items))]
+    for statement in statements[:STATEMENTS_SHOWN]:
+        blocks.append(
+            para(italic(statement.kind.capitalize() + ": "), shorten(statement.text, 280))
+        )
+    if len(statements) > STATEMENTS_SHOWN:
+        blocks.append(para(f"… and {len(statements) - STATEMENTS_SHOWN} more at the source."))
+    blocks.append(depositary_line(source, as_of, tz))
+    return tuple(blocks)
+
+
+def unknown_state_body(query: str, close: Sequence[str]) -> Rich:
+    blocks: list[Block] = [
+        para("No participant of the treaty matches “", Span(shorten(query, ECHO_LIMIT)), "”."),
+    ]
+    if close:
+        spans: list[Span] = [Span("Did you mean ")]
+        for index, candidate in enumerate(close):
+            if index:
+                spans.append(Span(" or "))
+            spans.append(code(f"country {candidate}"))
+        spans.append(Span("?"))
+        blocks.append(Paragraph(tuple(spans)))
+    blocks.append(
+        para(
+            "Only states that signed or joined the Convention are listed; ",
+            code("ratifications"),
+            " shows where the count stands.",
+        )
+    )
+    return tuple(blocks)
+
+
+def treaty_hint(where: Standing | None, now: datetime) -> Paragraph:
+    """After "nothing scheduled": where the treaty stands, and the command that says more."""
+    if where is None:
+        return para("For the treaty's signatures and ratifications: ", code("ratifications"), ".")
+    if where.in_force is not None:
+        verb = "entered" if where.in_force <= now.date() else "enters"
+        head = f"The Convention {verb} into force on {messages.day(where.in_force)}"
+    else:
+        head = (
+            f"The Convention is not in force yet: {where.counted} of the {where.needed} "
+            "instruments needed"
+        )
+    return para(head + "; ", code("ratifications"), " for the details.")

@@ -7,6 +7,11 @@ Snapshots
     Events that disappear count only when the caller says the listing is complete
     (``complete=True``: a successful, non-truncated fetch that still lists other events), and
     only for events still ahead; a failed or empty fetch never reads as "all cancelled".
+    Each event also keeps its revision for calendar subscribers (``Snapshot.revision``): a
+    ``sequence`` raised at each change of its title, dates, venue or status (RFC 5545's
+    SEQUENCE), and the time of its last change of anything a calendar shows; both are stored
+    only once they differ from "never changed", so a snapshot written before they existed
+    reads the same.
 
 Reminders
     At each lead time before an event's start (``0`` = at the start) exactly one reminder is
@@ -19,6 +24,7 @@ Reminders
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
@@ -37,12 +43,29 @@ NO_REMINDERS = frozenset({"cancelled", "postponed", "concluded"})
 
 
 @dataclass(frozen=True, slots=True)
+class Revision:
+    """An event's version as a calendar shows it: how many times it changed (title, dates,
+    venue, status), since when it is known and when it last changed (``None``: unknown)."""
+
+    sequence: int = 0
+    first_seen: datetime | None = None
+    modified: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Snapshot:
-    """What a source listed last time, and since when each event has been known."""
+    """What a source listed last time, since when each event has been known, and, for an
+    event that changed since, how many times (``sequence``) and when last (``changed_at``)."""
 
     initialized: bool = False
     events: Mapping[str, SessionEvent] = field(default_factory=dict)
     first_seen: Mapping[str, datetime] = field(default_factory=dict)
+    sequence: Mapping[str, int] = field(default_factory=dict)
+    changed_at: Mapping[str, datetime] = field(default_factory=dict)
+
+    def revision(self, key: str) -> Revision:
+        first = self.first_seen.get(key)
+        return Revision(self.sequence.get(key, 0), first, self.changed_at.get(key, first))
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,18 +87,23 @@ def plan_changes(
     tz: ZoneInfo,
     *,
     complete: bool,
+    may_be_empty: bool = False,
     channels: tuple[ChannelName, ...] = (),
 ) -> ChangePlan:
-    """Compare ``current`` with ``previous``; alerts go to each event's channels (or these)."""
+    """Compare ``current`` with ``previous``; alerts go to each event's channels (or these).
+
+    An empty listing is never "everything removed", unless ``may_be_empty`` says that it can
+    truly be empty (dates computed by the bot itself, which can all cease to apply)."""
     events = {e.key: e for e in current}
-    complete = complete and bool(events)  # an empty listing is never "everything removed"
+    complete = complete and (bool(events) or may_be_empty)
     first_seen = {k: previous.first_seen.get(k, now) for k in events}
     alerts: list[Alert] = []
     if previous.initialized:
+        horizon = _series_horizon(previous.events)
         for key, new in events.items():
             old = previous.events.get(key)
             if old is None:
-                if _ahead(new, now):
+                if _ahead(new, now) and not _next_occurrence(key, horizon):
                     alerts.append(_change(source, None, new, "added", now, tz, channels))
                 continue
             if not (_ahead(old, now) or _ahead(new, now)):
@@ -86,19 +114,91 @@ def plan_changes(
             for key, old in previous.events.items():
                 if key not in events and old.start > now and old.status != "cancelled":
                     alerts.append(_change(source, old, None, "removed", now, tz, channels))
+    sequence, changed_at = _revisions(previous, events, now)
     if not complete:
         # keep what an incomplete listing did not mention, so nothing is forgotten
         for key, old in previous.events.items():
             if key not in events:
                 events[key] = old
                 first_seen[key] = previous.first_seen.get(key, now)
-    snapshot = Snapshot(True, events, first_seen)
+                if key in previous.sequence:
+                    sequence[key] = previous.sequence[key]
+                if key in previous.changed_at:
+                    changed_at[key] = previous.changed_at[key]
+    snapshot = Snapshot(True, events, first_seen, sequence, changed_at)
     changed = (
         not previous.initialized
         or dict(previous.events) != events
         or dict(previous.first_seen) != first_seen
+        or dict(previous.sequence) != sequence
+        or dict(previous.changed_at) != changed_at
     )
     return ChangePlan(snapshot, tuple(alerts), changed)
+
+
+def _revised(old: SessionEvent, new: SessionEvent) -> bool:
+    """A change a calendar subscriber must see (RFC 5545: raise SEQUENCE)."""
+    return (old.title, old.start, old.end, old.all_day, old.location or "", old.status) != (
+        new.title,
+        new.start,
+        new.end,
+        new.all_day,
+        new.location or "",
+        new.status,
+    )
+
+
+def _edited(old: SessionEvent, new: SessionEvent) -> bool:
+    """Any change of what a calendar shows of the event (LAST-MODIFIED)."""
+    return _revised(old, new) or (old.kind, old.url, old.description) != (
+        new.kind,
+        new.url,
+        new.description,
+    )
+
+
+def _revisions(
+    previous: Snapshot, events: Mapping[str, SessionEvent], now: datetime
+) -> tuple[dict[str, int], dict[str, datetime]]:
+    """Each listed event's sequence and time of last change; only those that changed."""
+    sequence: dict[str, int] = {}
+    changed_at: dict[str, datetime] = {}
+    for key, new in events.items():
+        old = previous.events.get(key)
+        if old is None:
+            continue  # new (or back after its removal): a fresh revision
+        count = previous.sequence.get(key, 0) + (1 if _revised(old, new) else 0)
+        at = now if _edited(old, new) else previous.changed_at.get(key)
+        if count:
+            sequence[key] = count
+        if at is not None:
+            changed_at[key] = at
+    return sequence, changed_at
+
+
+#: The end of an occurrence's key: ``@`` and the slot it fills in its series (UTC).
+_SLOT = re.compile(r"@(\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z)$")
+
+
+def _series_horizon(events: Mapping[str, SessionEvent]) -> dict[str, str]:
+    """For each recurring series, the latest slot of it that was listed."""
+    horizon: dict[str, str] = {}
+    for key in events:
+        match = _SLOT.search(key)
+        if match:
+            series = key[: match.start()]
+            horizon[series] = max(horizon.get(series, ""), match[1])
+    return horizon
+
+
+def _next_occurrence(key: str, horizon: Mapping[str, str]) -> bool:
+    """Whether ``key`` is a later occurrence of a series already listed: one that comes into
+    the expansion window as time passes, not an event added to the calendar."""
+    match = _SLOT.search(key)
+    if match is None:
+        return False
+    latest = horizon.get(key[: match.start()])
+    return latest is not None and match[1] > latest
 
 
 def _differences(old: SessionEvent, new: SessionEvent) -> list[str]:
@@ -167,8 +267,10 @@ def plan_reminders(
     *,
     lead_times: Sequence[timedelta],
     channels: tuple[ChannelName, ...],
+    calendar_url: str | None = None,
 ) -> ReminderPlan:
-    """The reminders due at ``now`` and the state that remembers them."""
+    """The reminders due at ``now`` and the state that remembers them; with
+    ``calendar_url``, each invites to subscribe to the timeline there."""
     sent: dict[str, dict[int, str]] = {k: dict(v) for k, v in state.sent.items()}
     alerts: list[Alert] = []
     live: set[str] = set()
@@ -212,7 +314,7 @@ def plan_reminders(
         if too_late:
             continue
         late = now - moment > LATE_AFTER
-        alerts.append(_reminder(event, lead, late, now, tz, channels))
+        alerts.append(_reminder(event, lead, late, now, tz, channels, calendar_url))
     for key in list(sent):
         if key not in live or not sent[key]:
             del sent[key]
@@ -228,8 +330,9 @@ def _reminder(
     now: datetime,
     tz: ZoneInfo,
     channels: tuple[ChannelName, ...],
+    calendar_url: str | None,
 ) -> Alert:
-    body = messages.reminder_body(event, lead, late, now, tz)
+    body = messages.reminder_body(event, lead, late, now, tz, calendar_url=calendar_url)
     return Alert(
         kind="session-reminder",
         id=AlertId(

@@ -4,10 +4,16 @@
 recurring_ical_events. It is pure (no I/O, no asyncio) and meant to run in a worker thread.
 
 What it produces
-    One ``SessionEvent`` per occurrence that overlaps ``[window_start, window_end)``: it starts
-    before ``window_end`` and ends after ``window_start`` (an occurrence without length: starts
-    inside the window). Sorted by start. A cancelled event (``STATUS:CANCELLED``) is kept with
-    ``status="cancelled"`` so that the planner can report the change.
+    One ``SessionEvent`` per occurrence that ends after ``window_start`` (an occurrence without
+    length: starts at or after it). The window's end bounds only repetitions: an occurrence of
+    a repeating event (RRULE, RDATE) is listed if it starts before ``window_end``, while a
+    single event, and a moved occurrence given as a one-off override (RECURRENCE-ID without an
+    RRULE or RDATE of its own, also one whose series is not in the file), is listed whatever
+    its date, so an event far ahead is known from the first listing on and is never reported
+    as added when the window reaches it. What lies before the window is left out, single or
+    not: the bot neither shows nor reports events that are over. Sorted by start. A cancelled
+    event (``STATUS:CANCELLED``) is kept with ``status="cancelled"`` so that the planner can
+    report the change.
 
 Keys
     ``<source>:<UID>`` for a single event; ``<source>:<UID>@<slot>`` for each occurrence of a
@@ -34,10 +40,14 @@ Daylight saving time (the rule)
 
 Bounds (what makes a hostile file cheap)
     * Reading: the text is unfolded and cut into one block per VEVENT without parsing it.
-      A block that repeats nothing and whose dates lie more than two days outside the window
-      is dropped unparsed; so are single events after the ``max_events`` earliest (unless
+      A block that repeats nothing and that ended more than two days before the window is
+      dropped unparsed; so are single events after the ``max_events`` earliest (unless
       ``match`` is given, which could still drop some of those). At most
       ``max(1000, 10 * max_events)`` blocks are parsed, in batches.
+    * What bounds single events and one-off overrides, since the window's end does not: the
+      size of the file (the caller's byte cap), the number of blocks parsed (above), one
+      occurrence each, and ``max_events``: the first pass below counts them with the
+      occurrences of series, and the listing is cut to the ``max_events`` earliest.
     * Expanding: each series' rules are iterated lazily, one instant at a time, behind a
       counter: a series that needs more than ``SERIES_STEPS`` instants (before or inside the
       window) is skipped with a warning. A first pass finds the ``max_events`` earliest
@@ -72,6 +82,7 @@ from __future__ import annotations
 
 import hashlib
 import heapq
+import math
 import re
 import time
 from bisect import bisect_left, bisect_right
@@ -380,6 +391,11 @@ def _wall(value: date) -> datetime:
     return datetime(value.year, value.month, value.day)
 
 
+def _just_after(value: date) -> datetime:
+    """A moment just after a start, naive or aware as the start is (midnight for a date)."""
+    return _wall(value).replace(tzinfo=getattr(value, "tzinfo", None)) + timedelta(microseconds=1)
+
+
 def _slot_text(value: datetime) -> str:
     return value.strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -579,12 +595,14 @@ def _single(block: _Block, shared: set[str]) -> bool:
     )
 
 
-def _keep(block: _Block, shared: set[str], low: date, high: date) -> bool:
-    """Whether a block can matter for the window (when in doubt, it can)."""
+def _keep(block: _Block, shared: set[str], low: date) -> bool:
+    """Whether a block can be listed (when in doubt, it can).
+
+    Only a single event that ended before the window is dropped here: one that starts after
+    the window's end is still listed (the window bounds repetitions, not single events).
+    """
     if not _single(block, shared) or block.start_day is None:
         return True
-    if block.start_day > high:
-        return False
     if block.open_end:
         return True
     return max(block.start_day, block.end_day or block.start_day) >= low
@@ -593,7 +611,6 @@ def _keep(block: _Block, shared: set[str], low: date, high: date) -> bool:
 def _choose(
     blocks: list[_Block],
     window_start: datetime,
-    window_end: datetime,
     max_events: int,
     ranked: bool,
     notes: _Notes,
@@ -605,13 +622,12 @@ def _choose(
             uids[block.uid] = uids.get(block.uid, 0) + 1
     shared = {uid for uid, count in uids.items() if count > 1}
     low = (window_start.astimezone(UTC) - SLACK).date()
-    high = (window_end.astimezone(UTC) + SLACK).date()
     wanted: list[_Block] = []
     singles: list[date] = []
     for block in blocks:
         if not block.complete:
             notes.add(f"event {_shown(block.uid or '?')} skipped: its VEVENT never ends")
-        elif _keep(block, shared, low, high):
+        elif _keep(block, shared, low):
             wanted.append(block)
             if block.start_day is not None and _single(block, shared):
                 singles.append(block.start_day)
@@ -624,14 +640,12 @@ def _choose(
             if b.start_day is not None and b.start_day > last and _single(b, shared)
         ]
         if later:
-            notes.cut(
-                f"more than {max_events} events in the window; {len(later)} later ones left out"
-            )
+            notes.cut(f"more than {max_events} events ahead; {len(later)} later ones left out")
             left_out = {id(b) for b in later}
             wanted = [b for b in wanted if id(b) not in left_out]
     limit = max(1000, 10 * max_events)
     if len(wanted) > limit:
-        notes.cut(f"{len(wanted)} events in or near the window; only the first {limit} were read")
+        notes.cut(f"{len(wanted)} events could be listed; only the first {limit} were read")
         wanted = wanted[:limit]
     return wanted
 
@@ -643,7 +657,6 @@ def _envelope(parts: Sequence[bytes]) -> bytes:
 def _read(
     split: _Split,
     window_start: datetime,
-    window_end: datetime,
     max_events: int,
     ranked: bool,
     clock: _Clock,
@@ -675,7 +688,7 @@ def _read(
             return CalendarFailed(f"not a readable iCalendar file: {_plain(str(err), 200)}")
         notes.add(f"time zones ignored, they cannot be read: {_plain(str(err), 200)}")
 
-    wanted = _choose(split.events, window_start, window_end, max_events, ranked, notes)
+    wanted = _choose(split.events, window_start, max_events, ranked, notes)
     batch: list[_Block] = []
     size = 0
     for index, block in enumerate(wanted):
@@ -724,6 +737,7 @@ class _Details:
     status: EventStatus
     matched: bool
     recurrence_id: date | None
+    rules: bool  # RRULE or RDATE: it repeats by itself
 
 
 class _Occurrence(Occurrence):  # type: ignore[misc]
@@ -828,9 +842,7 @@ class _Collector:
         except Exception as err:  # the library raises many kinds for one bad series
             self.notes.add(f"event {_shown(uid)} skipped: {_why(err)}")
             return
-        repeats = any(
-            name in component for component in components for name in ("RRULE", "RDATE")
-        ) or any(d.recurrence_id is not None for d in details.values())
+        repeats = any(d.rules or d.recurrence_id is not None for d in details.values())
         steps = _Steps(self.clock, SURVEY_SHARE)
         rules: list[_CountedRule] = []
         recurrence = series.recurrence
@@ -852,6 +864,7 @@ class _Collector:
             status=_status(component),
             matched=matched,
             recurrence_id=getattr(recurrence, "dt", None) if recurrence is not None else None,
+            rules="RRULE" in component or "RDATE" in component,
         )
 
 
@@ -866,22 +879,24 @@ def _survey(
     zone: tzinfo,
     clock: _Clock,
     notes: _Notes,
-) -> tuple[list[_Found], datetime]:
+) -> tuple[list[_Found], datetime | None]:
     """First pass: the series that stay within bounds, and where the listing must stop.
 
-    Keeps the ``max_events`` earliest instants starting in the window (a max-heap of negated
-    timestamps). When there are more, the listing stops just after the last of them, so that
-    occurrences at the same instant are all in or all out before the final cut.
+    Keeps the ``max_events`` earliest instants from ``window_start`` on (a max-heap of negated
+    timestamps): a repeating series' up to ``window_end``, a single event's whatever its date.
+    When there are more, the listing stops just after the last of them, so that occurrences at
+    the same instant are all in or all out before the final cut; else the stop is ``None``.
     """
     heap: list[float] = []
     first = window_start.timestamp()
-    end = window_end.timestamp()
+    window = window_end.timestamp()
     more = False
     kept: list[_Found] = []
     for index, item in enumerate(found):
         if clock.over(SURVEY_SHARE):
             notes.time_up(f"{len(found) - index} events were not expanded")
             break
+        end = window if item.repeats else math.inf  # a single event has one instant
         pushed: set[float] = set()  # DTSTART comes from the RRULE and as an RDATE
         try:
             for rule in item.rules:
@@ -910,11 +925,9 @@ def _survey(
             break
         kept.append(item)
     if not more:
-        return kept, window_end
+        return kept, None
     last = datetime.fromtimestamp(-heap[0], UTC) if heap else window_start
-    notes.cut(
-        f"more than {max_events} occurrences in the window; the listing ends at {_slot_text(last)}"
-    )
+    notes.cut(f"more than {max_events} occurrences; the listing ends at {_slot_text(last)}")
     return kept, last + timedelta(microseconds=1)
 
 
@@ -965,10 +978,38 @@ def _event(
     )
 
 
+def _overrides(item: _Found) -> Iterator[_Occurrence]:
+    """The one-off overrides of a series (a RECURRENCE-ID without RRULE or RDATE of its own).
+
+    Each is listed wherever it was moved to, as a single event is; the library's ``between``
+    would only find those that start before the end of the span it is asked for.
+    """
+    series = item.series
+    excluded = series.recurrence.check_exdates_datetime
+    for adapter in series.modifications:
+        if item.details[id(adapter)].rules or excluded & set(adapter.recurrence_ids):
+            continue
+        yield series.occurrence(adapter)
+
+
+def _inside(event: SessionEvent, window_start: datetime, stop: datetime | None) -> bool:
+    """Whether an occurrence is listed: it ends after ``window_start`` and starts before ``stop``.
+
+    An occurrence without length (or with its end before its start) must start at or after
+    ``window_start``.
+    """
+    if stop is not None and event.start >= stop:
+        return False
+    if event.end is not None and event.end > event.start:
+        return event.end > window_start
+    return event.start >= window_start
+
+
 def _expand(
     kept: list[_Found],
     window_start: datetime,
-    stop: datetime,
+    window_end: datetime,
+    stop: datetime | None,
     source: str,
     kind: EventKind,
     zone: tzinfo,
@@ -976,27 +1017,36 @@ def _expand(
     clock: _Clock,
     notes: _Notes,
 ) -> list[SessionEvent]:
-    """Second pass: the occurrences of each series in ``[window_start, stop)``."""
+    """Second pass: the occurrences of each series from ``window_start`` on, before ``stop``.
+
+    A repeating series is expanded up to ``window_end`` (or ``stop`` if sooner); a single event
+    and a one-off override are listed whatever their date (before ``stop``, if any).
+    """
+    bound = window_end if stop is None else min(stop, window_end)
     events: list[SessionEvent] = []
     for index, item in enumerate(kept):
         if clock.over():
             notes.time_up(f"{len(kept) - index} events were not expanded")
             break
         item.steps.share = 1.0
-        lo = _in_frame(window_start, item.sample, zone)
-        hi = _in_frame(stop, item.sample, zone)
-        produced: list[SessionEvent] = []
+        produced: dict[str, SessionEvent] = {}
         try:
+            lo = _in_frame(window_start, item.sample, zone)
+            if item.repeats:
+                limit: datetime | None = bound
+                hi = _in_frame(bound, item.sample, zone)
+            else:  # a single event: a span that reaches just past its one start, wherever
+                limit = stop
+                hi = max(_in_frame(window_end, item.sample, zone), _just_after(item.sample))
             for occurrence in item.series.between(lo, hi):
                 event = _event(occurrence, item, source, kind, zone, zone_name)
-                if event is None or event.start >= stop:
-                    continue
-                if event.end is not None and event.end > event.start:
-                    inside = event.end > window_start
-                else:
-                    inside = event.start >= window_start
-                if inside:
-                    produced.append(event)
+                if event is not None and _inside(event, window_start, limit):
+                    produced.setdefault(event.key, event)
+            if item.repeats:
+                for occurrence in _overrides(item):
+                    event = _event(occurrence, item, source, kind, zone, zone_name)
+                    if event is not None and _inside(event, window_start, stop):
+                        produced.setdefault(event.key, event)
         except _OutOfSteps:
             notes.cut(
                 f"event {_shown(item.uid)} skipped: it repeats more than {SERIES_STEPS} times "
@@ -1009,7 +1059,7 @@ def _expand(
         except Exception as err:  # the library raises many kinds for one bad series
             notes.add(f"event {_shown(item.uid)} skipped: {_why(err)}")
             continue
-        events.extend(produced)
+        events.extend(produced.values())
     return events
 
 
@@ -1028,7 +1078,9 @@ def parse_calendar(
     deadline_seconds: float = 5.0,
     match: Matcher | None = None,
 ) -> ParsedCalendar | CalendarFailed:
-    """The occurrences in ``[window_start, window_end)`` of an iCalendar file (see the module).
+    """The occurrences of an iCalendar file from ``window_start`` on (see the module).
+
+    Repetitions are expanded up to ``window_end``; single events are listed whatever their date.
 
     ``window_start`` and ``window_end`` must be aware. ``match`` keeps the events whose summary
     and description it matches. A file that is not iCalendar is a ``CalendarFailed``; broken
@@ -1069,7 +1121,7 @@ def _parse(
     split = _split(body, clock, notes)
     if isinstance(split, CalendarFailed):
         return split
-    calendar = _read(split, window_start, window_end, max_events, match is None, clock, notes)
+    calendar = _read(split, window_start, max_events, match is None, clock, notes)
     if isinstance(calendar, CalendarFailed):
         return calendar
 
@@ -1096,7 +1148,9 @@ def _parse(
         return CalendarFailed(f"unsupported calendar: {_plain(str(err), 200)}")
 
     kept, stop = _survey(collector.found, window_start, window_end, max_events, zone, clock, notes)
-    events = _expand(kept, window_start, stop, source, kind, zone, zone_name, clock, notes)
+    events = _expand(
+        kept, window_start, window_end, stop, source, kind, zone, zone_name, clock, notes
+    )
     events.sort(key=lambda e: (e.start, e.key))
     unique: dict[str, SessionEvent] = {}
     for event in events:
@@ -1104,7 +1158,7 @@ def _parse(
     listed = list(unique.values())
     if len(listed) > max_events:
         if not notes.truncated:
-            notes.cut(f"more than {max_events} occurrences in the window; the rest left out")
+            notes.cut(f"more than {max_events} occurrences; the rest left out")
         notes.truncated = True
         listed = listed[:max_events]
     return ParsedCalendar(tuple(listed), notes.all(), notes.truncated)

@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from bot.domain.model import FeedItem, SessionEvent
+from bot.domain.treaty import TreatyStatus
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,5 +34,19 @@ class ParsedCalendar:
 @dataclass(frozen=True, slots=True)
 class CalendarFailed:
     """The bytes are not a usable iCalendar file; ``reason`` says why, for people."""
+
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedDepositary:
+    """The depositary's record of the treaty."""
+
+    status: TreatyStatus
+
+
+@dataclass(frozen=True, slots=True)
+class DepositaryFailed:
+    """The bytes are not the depositary's XML; ``reason`` says why, for people."""
 
     reason: str

@@ -27,7 +27,14 @@ from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any, ParamSpec, TypeVar
 
-from bot.sources.parsed import CalendarFailed, ParsedCalendar, ParsedFeed, ParseFailed
+from bot.sources.parsed import (
+    CalendarFailed,
+    DepositaryFailed,
+    ParsedCalendar,
+    ParsedDepositary,
+    ParsedFeed,
+    ParseFailed,
+)
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +50,7 @@ T = TypeVar("T")
 PARSERS = {
     "feed": ("bot.sources.feeds", "parse_feed"),
     "calendar": ("bot.sources.calendars", "parse_calendar"),
+    "depositary": ("bot.sources.depositary", "parse_depositary"),
 }
 
 
@@ -168,6 +176,12 @@ class Parsers:
         """``bot.sources.calendars.parse_calendar`` of ``body``."""
         result = await self.run(len(body), parse_by_name, "calendar", body, **options)
         assert isinstance(result, ParsedCalendar | CalendarFailed)
+        return result
+
+    async def depositary(self, body: bytes) -> ParsedDepositary | DepositaryFailed:
+        """``bot.sources.depositary.parse_depositary`` of ``body``."""
+        result = await self.run(len(body), parse_by_name, "depositary", body)
+        assert isinstance(result, ParsedDepositary | DepositaryFailed)
         return result
 
     def close_if_idle(self, seconds: float) -> bool:

@@ -27,6 +27,7 @@ from typing import Protocol
 from bot.domain.clauses import ClauseSnapshot
 from bot.domain.model import Delivery, NewsRecord, SourceHealth, SourceRecord
 from bot.domain.sessions import ReminderState, Snapshot
+from bot.domain.treaty import TreatySnapshot
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +53,7 @@ class Changes:
     snapshots: dict[str, Snapshot] = field(default_factory=dict)
     reminders: ReminderState | None = None
     clauses: ClauseSnapshot | None = None
+    treaty: TreatySnapshot | None = None
 
     def __bool__(self) -> bool:
         return bool(
@@ -62,6 +64,7 @@ class Changes:
             or self.snapshots
             or self.reminders is not None
             or self.clauses is not None
+            or self.treaty is not None
         )
 
 
@@ -99,6 +102,10 @@ class Store(Protocol):
 
     def clause_snapshot(self) -> ClauseSnapshot:
         """The clause statuses last seen."""
+        ...
+
+    def treaty_snapshot(self) -> TreatySnapshot:
+        """The depositary's record of the treaty as last accepted."""
         ...
 
     def next_seq(self) -> int:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any, cast
 
 from bot.domain.clauses import ClauseSnapshot
@@ -26,6 +26,14 @@ from bot.domain.model import (
 )
 from bot.domain.sessions import ReminderState, Snapshot
 from bot.domain.text import Block, Bullets, Paragraph, Rich, Span, Style
+from bot.domain.treaty import (
+    ConsentKind,
+    Participant,
+    Statement,
+    StatementKind,
+    TreatySnapshot,
+    TreatyStatus,
+)
 
 
 def ts(value: datetime | None) -> str | None:
@@ -253,11 +261,16 @@ def event_from_json(d: dict[str, Any]) -> SessionEvent:
 
 
 def snapshot_to_json(s: Snapshot) -> dict[str, Any]:
-    return {
+    doc: dict[str, Any] = {
         "initialized": s.initialized,
         "events": {k: event_to_json(e) for k, e in s.events.items()},
         "first_seen": {k: ts(v) for k, v in s.first_seen.items()},
     }
+    if s.sequence:  # only events that changed have one: a state without them reads the same
+        doc["sequence"] = dict(s.sequence)
+    if s.changed_at:
+        doc["changed_at"] = {k: ts(v) for k, v in s.changed_at.items()}
+    return doc
 
 
 def snapshot_from_json(d: dict[str, Any]) -> Snapshot:
@@ -265,6 +278,8 @@ def snapshot_from_json(d: dict[str, Any]) -> Snapshot:
         bool(d.get("initialized")),
         {k: event_from_json(e) for k, e in d.get("events", {}).items()},
         {k: t for k, v in d.get("first_seen", {}).items() if (t := dt(v)) is not None},
+        {k: int(n) for k, n in d.get("sequence", {}).items()},
+        {k: t for k, v in d.get("changed_at", {}).items() if (t := dt(v)) is not None},
     )
 
 
@@ -284,3 +299,43 @@ def clauses_to_json(c: ClauseSnapshot) -> dict[str, Any]:
 
 def clauses_from_json(d: dict[str, Any]) -> ClauseSnapshot:
     return ClauseSnapshot(bool(d.get("initialized")), dict(d.get("statuses", {})))
+
+
+def _day(value: str | None) -> date | None:
+    return date.fromisoformat(value) if value else None
+
+
+def treaty_to_json(t: TreatySnapshot) -> dict[str, Any]:
+    return {
+        "initialized": t.initialized,
+        "participants": [
+            {
+                "name": p.name,
+                "signed": p.signed.isoformat() if p.signed else None,
+                "consent": p.consent.isoformat() if p.consent else None,
+                "consent_kind": p.consent_kind,
+            }
+            for p in t.status.participants
+        ],
+        "statements": [
+            {"participant": s.participant, "kind": s.kind, "text": s.text}
+            for s in t.status.statements
+        ],
+    }
+
+
+def treaty_from_json(d: dict[str, Any]) -> TreatySnapshot:
+    participants = tuple(
+        Participant(
+            str(p["name"]),
+            _day(p.get("signed")),
+            _day(p.get("consent")),
+            cast(ConsentKind | None, p.get("consent_kind")),
+        )
+        for p in d.get("participants", ())
+    )
+    statements = tuple(
+        Statement(str(s["participant"]), cast(StatementKind, s["kind"]), str(s["text"]))
+        for s in d.get("statements", ())
+    )
+    return TreatySnapshot(bool(d.get("initialized")), TreatyStatus(participants, statements))

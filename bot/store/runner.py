@@ -14,6 +14,7 @@ from typing import TypeVar
 from bot.domain.clauses import ClauseSnapshot
 from bot.domain.model import Delivery, NewsRecord, SourceHealth, SourceRecord
 from bot.domain.sessions import ReminderState, Snapshot
+from bot.domain.treaty import TreatySnapshot
 from bot.store.base import Changes, Store
 
 T = TypeVar("T")
@@ -62,6 +63,9 @@ class AsyncStore:
 
     async def clause_snapshot(self) -> ClauseSnapshot:
         return await self._call(self.store.clause_snapshot)
+
+    async def treaty_snapshot(self) -> TreatySnapshot:
+        return await self._call(self.store.treaty_snapshot)
 
     def next_seq(self) -> int:
         return self.store.next_seq()

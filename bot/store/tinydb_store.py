@@ -31,6 +31,7 @@ from tinydb.table import Document
 from bot.domain.clauses import ClauseSnapshot
 from bot.domain.model import Delivery, NewsRecord, SourceHealth, SourceRecord
 from bot.domain.sessions import ReminderState, Snapshot
+from bot.domain.treaty import TreatySnapshot
 from bot.errors import StoreCorrupt, StoreError, StoreLocked
 from bot.files import write_atomically
 from bot.store import codec
@@ -332,6 +333,10 @@ class TinyDBStore:
         data = self._snapshot_data("clauses")
         return codec.clauses_from_json(data) if data else ClauseSnapshot()
 
+    def treaty_snapshot(self) -> TreatySnapshot:
+        data = self._snapshot_data("treaty")
+        return codec.treaty_from_json(data) if data else TreatySnapshot()
+
     def _put_snapshot(self, name: str, data: dict[str, Any]) -> None:
         doc = {"name": name, "data": data}
         doc_id = self._snapshot_ids.get(name)
@@ -407,6 +412,8 @@ class TinyDBStore:
             self._put_snapshot("reminders", codec.reminders_to_json(changes.reminders))
         if changes.clauses is not None:
             self._put_snapshot("clauses", codec.clauses_to_json(changes.clauses))
+        if changes.treaty is not None:
+            self._put_snapshot("treaty", codec.treaty_to_json(changes.treaty))
         # each table is updated in one call: TinyDB walks the whole table on every call
         updated: dict[int, dict[str, Any]] = {}
         for record in changes.sources:

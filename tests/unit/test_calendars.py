@@ -17,6 +17,8 @@ import pytest
 
 from bot.domain.matching import Matcher
 from bot.domain.model import SessionEvent
+from bot.domain.sessions import Snapshot, plan_changes
+from bot.polling import CALENDAR_AHEAD, CALENDAR_MAX_EVENTS, CALENDAR_PAST
 from bot.sources.calendars import CalendarFailed, ParsedCalendar, parse_calendar
 
 DATA = Path(__file__).resolve().parent.parent / "data" / "calendars"
@@ -277,13 +279,14 @@ def test_the_kind_comes_from_the_argument() -> None:
     assert {e.kind for e in parsed.events} == {"informal"}
 
 
-def test_events_outside_the_window_are_left_out() -> None:
+def test_what_is_over_is_left_out_and_repetitions_stop_at_the_window_end() -> None:
     parsed = parse(
         "window_edges.ics",
         window_start=at("2026-03-01T00:00:00Z"),
         window_end=at("2026-04-01T00:00:00Z"),
     )
 
+    # "before" and "ends-at-start" are over; single events after the window are kept
     assert spans(parsed) == [
         ("un:ongoing@example.org", at("2026-02-24T23:00:00Z"), at("2026-03-03T23:00:00Z")),
         ("un:at-start@example.org", at("2026-03-01T00:00:00Z"), None),
@@ -303,8 +306,122 @@ def test_events_outside_the_window_are_left_out() -> None:
             at("2026-03-30T15:00:00Z"),
             at("2026-03-30T16:00:00Z"),
         ),
+        ("un:at-end@example.org", at("2026-04-01T00:00:00Z"), at("2026-04-01T01:00:00Z")),
+        ("un:after@example.org", at("2026-04-05T09:00:00Z"), at("2026-04-05T10:00:00Z")),
     ]
     assert not parsed.truncated
+
+
+# ---------------------------------------------------------------------------- far ahead
+
+
+POLLED = at("2026-03-01T09:00:00Z")
+BRIEFING = "un:briefing@example.org"
+
+
+def as_polled(now: datetime) -> dict[str, Any]:
+    """The window and cap with which the bot reads a calendar at ``now``."""
+    return {
+        "window_start": now - CALENDAR_PAST,
+        "window_end": now + CALENDAR_AHEAD,
+        "max_events": CALENDAR_MAX_EVENTS,
+    }
+
+
+def test_a_single_event_far_beyond_the_window_is_listed() -> None:
+    parsed = parse("far_ahead.ics", **as_polled(POLLED))
+    events = by_key(parsed)
+
+    review = events["un:review-conference@example.org"]
+    assert review.start - POLLED > timedelta(days=500)
+    assert (review.start, review.end) == (at("2027-09-20T08:00:00Z"), at("2027-09-20T16:00:00Z"))
+    assert review.location == "Vienna International Centre"
+    signature = events["un:signature@example.org"]  # all day, 685 days ahead
+    assert signature.all_day
+    assert (signature.start, signature.end) == (
+        at("2028-01-14T23:00:00Z"),
+        at("2028-01-15T23:00:00Z"),
+    )
+    assert "un:held-long-ago@example.org" not in events  # what is over stays out
+    assert not parsed.truncated
+
+
+def test_a_repeating_event_is_still_expanded_only_up_to_the_window_end() -> None:
+    window_end = POLLED + CALENDAR_AHEAD  # 2027-04-05T09:00Z
+    parsed = parse("far_ahead.ics", **as_polled(POLLED))
+
+    generated = [e for e in parsed.events if e.title == "Monthly briefing"]
+    # monthly without end from 2 March 2026; the one of 2 May 2026 was postponed
+    months = ["2026-03", "2026-04", *(f"2026-{m:02d}" for m in range(6, 13))]
+    months += [f"2027-{m:02d}" for m in range(1, 5)]
+    assert [e.key for e in generated] == [f"{BRIEFING}@{m}-02T13:00:00Z" for m in months]
+    assert all(e.start < window_end for e in generated)
+    # the postponed one is a one-off: listed where it went, under the key of its slot
+    postponed = by_key(parsed)[f"{BRIEFING}@2026-05-02T13:00:00Z"]
+    assert postponed.title == "Monthly briefing (postponed)"
+    assert postponed.start == at("2027-11-02T13:00:00Z")
+    assert not parsed.truncated
+
+
+def test_an_event_far_ahead_is_known_at_once_and_never_reported_as_added() -> None:
+    body = calendar(
+        vevent("review", "20270920T080000Z", "DTEND:20270920T160000Z"),
+        vevent("call", "20260305T150000Z", "RRULE:FREQ=WEEKLY;COUNT=3"),
+        vevent("call", "20271005T150000Z", "RECURRENCE-ID:20260312T150000Z", summary="later"),
+    )
+
+    def poll(body: bytes, now: datetime, snapshot: Snapshot) -> tuple[Snapshot, list[str]]:
+        parsed = parse(body, **as_polled(now))
+        plan = plan_changes(
+            "un", snapshot, parsed.events, now, BERLIN, complete=not parsed.truncated
+        )
+        return plan.snapshot, [alert.title for alert in plan.alerts]
+
+    first, _ = poll(body, POLLED, Snapshot())
+    assert {"un:review", "un:call@2026-03-12T15:00:00Z"} <= set(first.events)
+    # polled every 30 days, 568 days ahead at first, then inside 400 days, then over
+    snapshot, titles = first, []
+    for month in range(1, 21):
+        snapshot, alerts = poll(body, POLLED + timedelta(days=30 * month), snapshot)
+        titles += alerts
+    assert titles == []
+    # while still far ahead, a change to it is reported
+    moved = body.replace(b"20270920T", b"20270921T")
+    _, alerts = poll(moved, POLLED + timedelta(days=1), first)
+    assert alerts == ["Session rescheduled: review"]
+
+
+def test_a_series_coming_into_the_window_is_not_added_but_a_new_one_is() -> None:
+    monthly = vevent("monthly", "20260402T090000Z", "RRULE:FREQ=MONTHLY")
+    body = calendar(monthly)
+
+    def poll(body: bytes, now: datetime, snapshot: Snapshot) -> tuple[Snapshot, list[str]]:
+        parsed = parse(body, **as_polled(now))
+        plan = plan_changes(
+            "un", snapshot, parsed.events, now, BERLIN, complete=not parsed.truncated
+        )
+        return plan.snapshot, [alert.title for alert in plan.alerts]
+
+    snapshot, _ = poll(body, POLLED, Snapshot())
+    titles: list[str] = []
+    for month in range(1, 5):  # each month one more occurrence comes within 400 days
+        before = set(snapshot.events)
+        snapshot, alerts = poll(body, POLLED + timedelta(days=30 * month), snapshot)
+        assert set(snapshot.events) - before, "the window moved on: a later occurrence"
+        titles += alerts
+    assert titles == []
+    # a series added to the calendar is announced, once, by its first occurrence
+    later = POLLED + timedelta(days=150)
+    weekly = vevent("weekly", "20261110T140000Z", "RRULE:FREQ=WEEKLY;COUNT=3")
+    _, alerts = poll(calendar(monthly, weekly), later, snapshot)
+    assert alerts == ["Session added: weekly"] * 3
+    # an occurrence put back between known ones (an EXDATE lifted) is announced
+    gap = calendar(
+        vevent("monthly", "20260402T090000Z", "RRULE:FREQ=MONTHLY", "EXDATE:20270402T090000Z")
+    )
+    without, _ = poll(gap, later, snapshot)
+    _, alerts = poll(body, later + timedelta(hours=1), without)
+    assert alerts == ["Session added: monthly"]
 
 
 def test_the_match_filter_reads_summary_and_description() -> None:
@@ -444,6 +561,31 @@ def test_ten_thousand_events_are_all_read_or_capped() -> None:
     assert not everything.truncated
     assert [e.key for e in capped.events] == [f"un:e{n:05d}" for n in range(2000)]
     assert capped.truncated
+
+
+def test_ten_thousand_single_events_after_the_window_are_capped() -> None:
+    start = YEAR_END + timedelta(days=400)
+    body = calendar(
+        *(
+            vevent(
+                f"e{n:05d}",
+                (start + timedelta(minutes=47 * n)).strftime("%Y%m%dT%H%M%SZ"),
+                summary=f"Session {n}",
+            )
+            for n in range(10_000)
+        )
+    )
+
+    capped = parse(body, deadline_seconds=GENEROUS)
+    filtered = parse(
+        body, max_events=100, match=Matcher.build(["session"], []), deadline_seconds=GENEROUS
+    )
+
+    assert [e.key for e in capped.events] == [f"un:e{n:05d}" for n in range(2000)]
+    assert capped.truncated
+    assert [e.key for e in filtered.events] == [f"un:e{n:05d}" for n in range(100)]
+    assert filtered.truncated
+    assert any("only the first 1000 were read" in w for w in filtered.warnings)
 
 
 def test_a_twenty_megabyte_file_is_read_within_its_bounds() -> None:

@@ -9,7 +9,13 @@ from zoneinfo import ZoneInfo
 
 from bot.domain.clauses import ClauseSnapshot, plan_clauses
 from bot.domain.model import ChannelName, Clause, SessionEvent
-from bot.domain.sessions import ReminderState, Snapshot, plan_changes, plan_reminders
+from bot.domain.sessions import (
+    ReminderState,
+    Revision,
+    Snapshot,
+    plan_changes,
+    plan_reminders,
+)
 from bot.domain.text import render_plain
 
 TZ = ZoneInfo("Europe/Vienna")
@@ -310,3 +316,43 @@ def test_clause_status_change_posts_one_alert() -> None:
     assert alert.url == "https://e.org/a"
     after = plan_clauses(changed.snapshot, [clause("contested")], NOW, CH)
     assert after.alerts == ()
+
+
+def test_each_change_a_calendar_shows_raises_the_sequence_once() -> None:
+    a, b = event(key="cal:a", title="A"), event(key="cal:b", title="B")
+    snap = first_snapshot([a, b])
+    assert snap.revision("cal:a") == Revision(0, NOW, NOW) and snap.sequence == {}
+    later = NOW + timedelta(days=1)
+    edits = [
+        replace(a, start=T + timedelta(days=1)),
+        replace(a, start=T + timedelta(days=1), location="Vienna"),
+        replace(a, start=T + timedelta(days=1), location="Vienna", status="tentative"),
+        replace(a, start=T + timedelta(days=1), location="Vienna", status="tentative", title="A2"),
+    ]
+    for count, edited in enumerate(edits, 1):
+        plan = plan_changes("cal", snap, [edited, b], later, TZ, complete=True, channels=CH)
+        snap = plan.snapshot
+        assert plan.changed and snap.revision("cal:a") == Revision(count, NOW, later)
+        assert snap.revision("cal:b") == Revision(0, NOW, NOW)
+    same = plan_changes("cal", snap, [edits[-1], b], later + timedelta(hours=1), TZ, complete=True)
+    assert not same.changed and same.snapshot.revision("cal:a") == Revision(4, NOW, later)
+
+
+def test_a_new_description_is_a_modification_not_a_new_sequence() -> None:
+    snap = first_snapshot([event(key="cal:a")])
+    later = NOW + timedelta(hours=2)
+    plan = plan_changes(
+        "cal", snap, [event(key="cal:a", description="Agenda out")], later, TZ, complete=True
+    )
+    assert plan.changed and plan.alerts == ()
+    assert plan.snapshot.revision("cal:a") == Revision(0, NOW, later)
+
+
+def test_an_incomplete_listing_keeps_the_revisions_of_what_it_left_out() -> None:
+    a, b = event(key="cal:a", title="A"), event(key="cal:b", title="B")
+    snap = first_snapshot([a, b])
+    later = NOW + timedelta(hours=1)
+    snap = plan_changes("cal", snap, [a, replace(b, title="B2")], later, TZ, complete=True).snapshot
+    plan = plan_changes("cal", snap, [a], later + timedelta(hours=1), TZ, complete=False)
+    assert plan.snapshot.revision("cal:b") == Revision(1, NOW, later)
+    assert not plan.changed
