@@ -38,7 +38,16 @@ from bot.configuration.models import (
 from bot.delivery import Outbox
 from bot.domain import messages
 from bot.domain.clauses import plan_clauses
-from bot.domain.commands import CommandView, StatusInfo, TreatyView, handle, reload_result
+from bot.domain.commands import (
+    CommandView,
+    Reply,
+    StatusInfo,
+    TreatyView,
+    handle,
+    reload_result,
+)
+from bot.domain.follows import Follow, Person
+from bot.domain.home import HomeView, home_view
 from bot.domain.model import (
     Alert,
     AlertId,
@@ -56,6 +65,7 @@ from bot.domain.text import render_plain
 from bot.domain.treaty import TreatySnapshot, projection
 from bot.errors import ConfigError, DeliveryError, Problem, StoreError
 from bot.metrics import Metrics
+from bot.people import FollowBook, person_of
 from bot.polling import PollOutcome, feed_rule, poll_calendar, poll_depositary, poll_feed
 from bot.scheduler import Supervisor, periodic
 from bot.sources.calendar_export import render_calendar
@@ -160,6 +170,7 @@ class App:
             config.bot.fetch.max_in_flight + 8 * max(1, self.parsers.workers)
         )
         self.outbox: Outbox | None = None
+        self.people = FollowBook()
         self.supervisor = Supervisor()
         self.stop_event = asyncio.Event()
         self.delivery_kick = asyncio.Event()
@@ -207,7 +218,10 @@ class App:
                 self.clock,
                 self.metrics,
                 on_permanent=self._delivery_failed,
+                rules=lambda: self.config.channel_rules(),
+                tz=lambda: self.config.tz,
             )
+            await self.people.load(self.store)
         except BaseException:
             await self._close()
             raise
@@ -356,6 +370,7 @@ class App:
             source_names={s.id: s.name for s in self.sources},
             treaty=await self.treaty_view(),
             calendar_url=self.calendar_url,
+            follows=self.people.of(person_of(inbound)),
         )
 
     # -- the timeline -----------------------------------------------------------------------
@@ -435,6 +450,8 @@ class App:
                 log.info("reload requested platform=%s user=%s", inbound.platform, inbound.user)
                 problems = await self.reload()
                 reply = reload_result([str(p) for p in problems], share=reply.share)
+            if reply.action == "follows":
+                reply = await self._settle_follows(inbound, view, reply)
         except Exception:
             reference = uuid.uuid4().hex[:8]
             log.exception("command failed reference=%s text=%r", reference, inbound.text[:100])
@@ -444,7 +461,23 @@ class App:
             self.metrics.command_latency.labels(platform=inbound.platform).observe(
                 time.monotonic() - started
             )
-        return Answer(reply.title, reply.body, share=reply.share)
+        return Answer(reply.title, reply.body, share=reply.share, direct=reply.direct)
+
+    async def _settle_follows(self, inbound: Inbound, view: CommandView, reply: Reply) -> Reply:
+        """Store the asker's new follows (answering again if they changed meanwhile)."""
+        person = person_of(inbound)
+        now = self.clock.now()
+
+        def again(current: tuple[Follow, ...]) -> Reply:
+            return handle(inbound.text, replace(view, follows=current), now)
+
+        return await self.people.settle(person, view.follows, reply, again, save=not self.dry_run)
+
+    async def home(self, platform: str, user: str) -> HomeView:
+        """A person's home page (Slack's App Home): the next dates and what they follow."""
+        follows = self.people.of(Person(platform, user))
+        events = await self.timeline()
+        return home_view(events, follows, self.config.clauses(), self.config.tz, self.clock.now())
 
     # -- polling ----------------------------------------------------------------------------
 
@@ -557,6 +590,7 @@ class App:
             changes.news.extend(o.news)
             alerts.extend(o.alerts)
         changes.enqueue = outbox.rows_for(alerts)
+        changes.enqueue += outbox.rows_for_people(alerts, self.people.everyone())
         if not self.dry_run:
             await store.commit(changes)
             self._count_queued(changes)
@@ -616,6 +650,7 @@ class App:
             tz,
             lead_times=self.config.bot.reminders.lead_times,
             channels=self.config.reminder_channels,
+            channel_lead_times=self.config.channel_lead_times(),
             calendar_url=self.calendar_url,
         )
         alerts.extend(reminder_plan.alerts)
@@ -623,6 +658,7 @@ class App:
             changes.reminders = reminder_plan.state
 
         changes.enqueue = outbox.rows_for(alerts)
+        changes.enqueue += outbox.rows_for_people(alerts, self.people.everyone())
         if not self.dry_run:
             await store.commit(changes)
             self._count_queued(changes)
@@ -715,6 +751,9 @@ class App:
                 await self.console.start(self.answer, read_input=read_input)
             else:
                 log.info("connecting transport=%s", name)
+                serve_home = getattr(transport, "serve_home", None)
+                if callable(serve_home):
+                    serve_home(functools.partial(self.home, name))  # Slack's App Home
                 await transport.start(self.answer)
                 self._started.append(transport)
 
@@ -1065,6 +1104,9 @@ class App:
                 log.exception("delivery round failed; retrying shortly")
                 report = None
             wait = 5.0 if report is None or report.retrying else 60.0
+            if report is not None and report.next_release is not None:
+                until = (report.next_release - self.clock.now()).total_seconds()
+                wait = min(wait, max(until, 0.0) + 0.05)
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(wait):
                     await self.delivery_kick.wait()

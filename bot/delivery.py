@@ -12,10 +12,13 @@ import asyncio
 import logging
 import random
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
-from datetime import timedelta
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
 
 from bot.clock import Clock
+from bot.domain.follows import Follow, Person, followers
+from bot.domain.holding import ChannelRules, HoldReason, grouped_alerts, hold_for
 from bot.domain.model import Alert, ChannelName, Delivery
 from bot.errors import DeliveryError
 from bot.metrics import Metrics
@@ -27,6 +30,7 @@ log = logging.getLogger(__name__)
 
 PermanentFailureHook = Callable[[Delivery, DeliveryError], Awaitable[None]]
 
+NO_RULES = ChannelRules()
 RETRY_BASE = timedelta(seconds=5)
 RETRY_CAP = timedelta(minutes=30)
 
@@ -43,6 +47,13 @@ class DeliveryReport:
     sent: int = 0
     retrying: int = 0
     failed: int = 0
+    #: when the next held row (digest, quiet hours) is due to be released
+    next_release: datetime | None = None
+
+
+#: How each logical channel takes its alerts (digests, quiet hours); read at each use, so a
+#: reload applies to what is queued next.
+RulesSource = Callable[[], Mapping[ChannelName, ChannelRules]]
 
 
 class Outbox:
@@ -53,7 +64,11 @@ class Outbox:
         clock: Clock,
         metrics: Metrics | None = None,
         on_permanent: PermanentFailureHook | None = None,
+        rules: RulesSource | None = None,
+        tz: Callable[[], ZoneInfo] | None = None,
     ) -> None:
+        self.rules = rules or dict
+        self.tz = tz or (lambda: ZoneInfo("UTC"))
         self.on_permanent = on_permanent
         self.metrics = metrics or Metrics()
         self.depth = 0
@@ -64,11 +79,15 @@ class Outbox:
         self.warned_unreachable: set[str] = set()
 
     def rows_for(self, alerts: Iterable[Alert]) -> list[Delivery]:
-        """One outbox row per alert, channel and transport that reaches that channel."""
+        """One outbox row per alert, channel and transport that reaches that channel; a row
+        that waits for its channel's digest or the end of its quiet hours is ``held``."""
         rows = []
+        rules = self.rules()
+        now = self.clock.now()
         for alert in alerts:
             for channel in alert.channels:
                 reached = False
+                hold = hold_for(alert, channel, rules.get(channel, NO_RULES), now)
                 for name, transport in self.transports.items():
                     if not transport.reaches(channel):
                         continue
@@ -76,9 +95,10 @@ class Outbox:
                     key = f"{alert.id}|{channel}|{name}"
                     if self.store.has_delivery(key):
                         continue
-                    rows.append(
-                        Delivery(key, self.store.next_seq(), alert, ChannelName(channel), name)
-                    )
+                    row = Delivery(key, self.store.next_seq(), alert, ChannelName(channel), name)
+                    if hold is not None:
+                        row = replace(row, state="held", next_try=hold.until, held_for=hold.reason)
+                    rows.append(row)
                 if not reached and channel not in self.warned_unreachable:
                     self.warned_unreachable.add(channel)
                     log.warning(
@@ -86,6 +106,29 @@ class Outbox:
                         "its alerts are not posted",
                         channel,
                     )
+        return rows
+
+    def rows_for_people(
+        self, alerts: Iterable[Alert], follows: Mapping[Person, Sequence[Follow]]
+    ) -> list[Delivery]:
+        """One outbox row per alert and person who follows something it is about: sent to
+        that person directly (channel ``dm:USER``) through their platform's transport, never
+        held. The key ``alert|dm:USER|platform`` makes it once per alert and person, ever."""
+        rows: list[Delivery] = []
+        if not follows:
+            return rows
+        made: set[str] = set()
+        for alert in alerts:
+            for person in followers(alert, follows):
+                transport = self.transports.get(person.platform)
+                channel = person.channel
+                if transport is None or not transport.reaches(channel):
+                    continue
+                key = f"{alert.id}|{channel}|{person.platform}"
+                if key in made or self.store.has_delivery(key):
+                    continue
+                made.add(key)
+                rows.append(Delivery(key, self.store.next_seq(), alert, channel, person.platform))
         return rows
 
     async def retry_failed(self) -> int:
@@ -99,9 +142,47 @@ class Outbox:
             )
         return len(failed)
 
+    async def release_held(self) -> datetime | None:
+        """Turn the held rows that are due into their channel's grouped message(s), in one
+        commit (a crash leaves either the held rows or the grouped ones, never neither);
+        return when the next held row is due."""
+        now = self.clock.now()
+        rules = self.rules()
+        due: dict[tuple[str, ChannelName, HoldReason], list[Delivery]] = {}
+        later: datetime | None = None
+        for row in await self.store.deliveries(("held",)):
+            reason: HoldReason = row.held_for or "quiet"
+            still = rules.get(row.channel, NO_RULES)
+            kept = still.digest is not None if reason == "digest" else still.quiet is not None
+            if kept and row.next_try is not None and row.next_try > now:
+                later = row.next_try if later is None else min(later, row.next_try)
+                continue
+            due.setdefault((row.transport, row.channel, reason), []).append(row)
+        if not due:
+            return later
+        changes = Changes()
+        for (transport, channel, reason), rows in due.items():
+            for alert in grouped_alerts(reason, channel, [r.alert for r in rows], now, self.tz()):
+                key = f"{alert.id}|{channel}|{transport}"
+                if not self.store.has_delivery(key):
+                    changes.enqueue.append(
+                        Delivery(key, self.store.next_seq(), alert, channel, transport)
+                    )
+            changes.deliveries.extend(DeliveryUpdate(r.key, "grouped", now) for r in rows)
+            log.info(
+                "releasing held alerts channel=%s transport=%s reason=%s count=%d",
+                channel,
+                transport,
+                reason,
+                len(rows),
+            )
+        await self.store.commit(changes)
+        return later
+
     async def deliver_due(self) -> DeliveryReport:
-        """Send every row that is due; return what happened."""
+        """Release what was held and is due, then send every row that is due."""
         async with self._lock:
+            next_release = await self.release_held()
             now = self.clock.now()
             waiting = await self.store.deliveries(("pending", "sending"))
             groups: dict[tuple[str, str], list[Delivery]] = {}
@@ -122,6 +203,7 @@ class Outbox:
                 total.failed += r.failed
             self.depth = len(waiting) - total.sent - total.failed
             self.metrics.outbox_depth.set(self.depth)
+            total.next_release = next_release
             return total
 
     async def _deliver_group(self, rows: Sequence[Delivery]) -> DeliveryReport:
@@ -143,12 +225,18 @@ class Outbox:
         done: list[DeliveryUpdate] = []
         try:
             for row in rows:
-                if row.key not in fresh and await transport.was_delivered(
-                    row.channel, row.alert, row.key
-                ):
-                    done.append(DeliveryUpdate(row.key, "sent", self.clock.now()))
-                    report.sent += 1
-                    continue
+                if row.key not in fresh:  # left in "sending" by a crash or a failed attempt
+                    delivered = await transport.was_delivered(row.channel, row.alert, row.key)
+                    log.info(
+                        "interrupted row checked key=%s transport=%s already_delivered=%s",
+                        row.key,
+                        row.transport,
+                        delivered,
+                    )
+                    if delivered:
+                        done.append(DeliveryUpdate(row.key, "sent", self.clock.now()))
+                        report.sent += 1
+                        continue
                 try:
                     await transport.send(row.channel, row.alert, row.key)
                 except DeliveryError as err:

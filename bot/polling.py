@@ -159,7 +159,14 @@ async def poll_feed(
     if parsed.warning:
         log.info("feed parsed with a warning source=%s warning=%s", feed.id, parsed.warning)
 
-    plan = plan_feed(rule or feed_rule(feed), record.feed, parsed.items, now, tz)
+    plan = plan_feed(
+        rule or feed_rule(feed),
+        record.feed,
+        parsed.items,
+        now,
+        tz,
+        last_success=record.health.last_success,
+    )
     h = plan_health(hrule, record.health, None, now)
     validators = Validators(fetched.etag, fetched.last_modified, body_hash)
     new_record = SourceRecord(feed.id, validators, plan.state, h.health)

@@ -13,7 +13,9 @@ Each poll brings several new items per feed, one channel per feed: Slack paces p
 channel (one a second), and the bot reaches Synapse through a loopback proxy that holds every
 message send a quarter of a second, so a channel's rows take long enough to post that many
 kills land between their "sending" and "sent" marks; each test checks that some did (the
-platform was asked about an interrupted row).
+platform was asked about an interrupted row). A poll that follows kills which lost the
+records of earlier polls can bring more than ``max_new_items``: those come as grouped
+messages, and each item they list counts as posted.
 
 A kill lands 0.5–3 s after the run started: mostly after the transport connected (the stand-in
 saw the Socket Mode connection; the bot logged ``matrix connected``), when it polls and posts,
@@ -151,7 +153,6 @@ def test_slack_posts_every_item_once_across_sigkills(tmp_path: Path) -> None:
             base=base,
             channels={name: {"slack": channel_id} for name, channel_id in slack_ids.items()},
             feed_channels=CHANNELS,
-            max_new_items=100,
         )
         env = bot_env(
             SLACK_BOT_TOKEN=BOT_TOKEN, SLACK_APP_TOKEN=APP_TOKEN, SLACK_API_URL=slack.api_url
@@ -188,8 +189,8 @@ def test_slack_posts_every_item_once_across_sigkills(tmp_path: Path) -> None:
         posted: list[str] = []
         for channel_id in slack_ids.values():
             for message in slack.messages(channel_id):
-                titles = titles_in(message.text)
-                assert len(titles) == 1, message.text
+                titles = titles_in(message.text)  # one, or each item of a grouped message
+                assert titles, message.text
                 posted.extend(titles)
         checks = len(slack.calls_to("conversations.history"))
         print(f"slack: {len(posted)} posts, {checks} history checks\n{runs.summary()}")
@@ -350,7 +351,6 @@ def test_matrix_posts_every_item_once_across_sigkills(
             base=base,
             channels={name: {"matrix": room_id} for name, room_id in rooms.items()},
             feed_channels=CHANNELS,
-            max_new_items=100,
         )
         env = bot_env(
             MATRIX_HOMESERVER=hs.url,
@@ -380,7 +380,7 @@ def test_matrix_posts_every_item_once_across_sigkills(
             if event.get("type") != "m.room.message" or event.get("sender") != bot.user_id:
                 continue
             titles = titles_in(str(event.get("content", {}).get("body", "")))
-            assert len(titles) == 1, event
+            assert titles, event
             posted.extend(titles)
     print(
         f"matrix: {len(posted)} posts, {hs.sends} sends, {hs.orphaned} orphaned, "

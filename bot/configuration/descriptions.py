@@ -18,6 +18,29 @@ DESCRIPTIONS: dict[str, dict[str, str]] = {
         "channels.<name>": "One logical channel.",
         "channels.<name>.slack": "The Slack channel id (C0123ABCD), not its #name.",
         "channels.<name>.matrix": "The Matrix room id (!AbCdEf:example.org), not its #alias.",
+        "channels.<name>.digest": "Gather this channel's news into one message a day, e.g. "
+        '`{at: "09:00", days: [mon, tue, wed, thu, fri]}`. Other kinds stay immediate unless '
+        "`kinds` lists them. An empty digest posts nothing; one missed while the bot was down "
+        "is posted at the next start.",
+        "channels.<name>.digest.at": 'The local time of the digest, e.g. "09:00" (in quotes).',
+        "channels.<name>.digest.days": "The days it is posted: mon, tue, wed, thu, fri, sat, "
+        "sun (default: every day).",
+        "channels.<name>.digest.timezone": "The time zone of `at` (default: `timezone`).",
+        "channels.<name>.digest.kinds": "The alert kinds it gathers (default: [news]); others "
+        "are posted at once.",
+        "channels.<name>.quiet": "Quiet hours, e.g. "
+        '`{from: "22:00", to: "07:00"}`: alerts that can wait are held and posted as one '
+        "message when the quiet period ends. Urgent ones go through: a reminder for something "
+        "that starts before the end, a session change for an event within 48 hours, and the "
+        "kinds listed in `urgent`.",
+        "channels.<name>.quiet.from": 'When the quiet period starts (local time, "22:00").',
+        "channels.<name>.quiet.to": 'When it ends (local time, "07:00"; the next day if '
+        "earlier than `from`).",
+        "channels.<name>.quiet.timezone": "The time zone of `from` and `to` (default: `timezone`).",
+        "channels.<name>.quiet.urgent": "Kinds that always go through, e.g. [source-health] "
+        "for an ops channel.",
+        "channels.<name>.lead_times": "This channel's own reminder lead times, replacing "
+        "`reminders.lead_times` there (a session's own lead times still win).",
         "reminders": "Reminders before sessions, meetings and deadlines.",
         "reminders.lead_times": "When to remind before each start; `0m` is at the start.",
         "reminders.channels": "Where reminders and session changes go, unless an entry says.",
@@ -121,7 +144,11 @@ _FEED_KEYS = {
     "(case-insensitive, whole words) or /regex/. Empty: every item.",
     "exclude": "Never post an item that has one of these.",
     "backfill": "On the first poll, post the N newest matching items (0: none).",
-    "max_new_items": "More new items than this in one poll become one summary alert.",
+    "max_new_items": "Up to this many new items of one poll are posted one alert each; above "
+    "it, one grouped message lists every item (split into parts where a platform needs it). "
+    "Above it too, when more than half of the new items repeat the title and link of an item "
+    "already shown or are dated over an hour before the last successful poll, the feed "
+    "re-issued them: they are summarised in one alert and not posted again.",
     "failures_before_alert": "Failed polls in a row before the ops channel is told.",
 }
 for _key, _text in _FEED_KEYS.items():

@@ -164,7 +164,7 @@ def _model_fields(model: type[BaseModel], loc: Sequence[str | int]) -> list[str]
         else:
             return []
     if isinstance(current, type) and issubclass(current, BaseModel):
-        return list(current.model_fields)
+        return [f.alias or name for name, f in current.model_fields.items()]
     return []
 
 

@@ -24,6 +24,7 @@ from pydantic import (
 )
 
 from bot.domain.durations import parse_duration
+from bot.domain.holding import WEEKDAYS, ChannelRules, DigestRule, QuietRule
 from bot.domain.matching import compile_term, is_regex
 from bot.domain.model import ChannelName, Clause, SessionEvent
 from bot.domain.treaty import EntryIntoForceRule, TreatySource
@@ -191,9 +192,67 @@ MatrixRoomId = Annotated[
 ]
 
 
+def _clock_time(value: Any) -> time:
+    if isinstance(value, time):
+        return value
+    if isinstance(value, int) and not isinstance(value, bool):
+        raise ValueError(f'{value} is not a time of day; write it in quotes, e.g. "09:00"')
+    text = value.strip() if isinstance(value, str) else ""
+    match = re.fullmatch(r"(\d{1,2}):(\d{2})", text)
+    if not match or int(match[1]) > 23 or int(match[2]) > 59:
+        raise ValueError(f'{value!r} is not a time of day; write e.g. "09:00" or "22:30"')
+    return time(int(match[1]), int(match[2]))
+
+
+ClockTime = Annotated[
+    time,
+    BeforeValidator(_clock_time),
+    WithJsonSchema(
+        {
+            "type": "string",
+            "pattern": "^([01]?[0-9]|2[0-3]):[0-5][0-9]$",
+            "description": "a time of day, e.g. 09:00",
+        }
+    ),
+]
+Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+HeldKind = Literal[
+    "news", "session-reminder", "session-change", "clause-change", "source-health", "treaty-action"
+]
+
+
+def _every_day() -> list[Weekday]:
+    return ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+
+
+def _news_only() -> list[HeldKind]:
+    return ["news"]
+
+
+class DigestSettings(Strict):
+    at: ClockTime
+    days: Annotated[list[Weekday], Field(min_length=1)] = Field(default_factory=_every_day)
+    timezone: TimeZoneName | None = None
+    kinds: Annotated[list[HeldKind], Field(min_length=1)] = Field(default_factory=_news_only)
+
+
+class QuietSettings(Strict):
+    from_: ClockTime = Field(alias="from")
+    to: ClockTime
+    timezone: TimeZoneName | None = None
+    urgent: list[HeldKind] = Field(default_factory=list)
+
+    def model_post_init(self, context: Any, /) -> None:
+        if self.from_ == self.to:
+            raise ValueError("quiet hours need different from and to times")
+
+
 class ChannelTarget(Strict):
     slack: SlackChannelId | None = None
     matrix: MatrixRoomId | None = None
+    digest: DigestSettings | None = None
+    quiet: QuietSettings | None = None
+    lead_times: list[Duration] | None = None
 
 
 class ReminderSettings(Strict):
@@ -458,6 +517,40 @@ class Config:
     calendars: tuple[CalendarConfig, ...] = ()
     treaty_file: TreatyFile = field(default_factory=TreatyFile)
     depositary: DepositaryConfig | None = None
+
+    def channel_rules(self) -> dict[ChannelName, ChannelRules]:
+        """How each logical channel takes its alerts (digest, quiet hours), if it says."""
+        out: dict[ChannelName, ChannelRules] = {}
+        for name, target in self.bot.channels.items():
+            if target.digest is None and target.quiet is None:
+                continue
+            digest = quiet = None
+            if target.digest is not None:
+                d = target.digest
+                digest = DigestRule(
+                    d.at,
+                    frozenset(WEEKDAYS.index(day) for day in d.days),
+                    ZoneInfo(d.timezone) if d.timezone else self.tz,
+                    frozenset(d.kinds),
+                )
+            if target.quiet is not None:
+                q = target.quiet
+                quiet = QuietRule(
+                    q.from_,
+                    q.to,
+                    ZoneInfo(q.timezone) if q.timezone else self.tz,
+                    frozenset(q.urgent),
+                )
+            out[ChannelName(name)] = ChannelRules(digest, quiet)
+        return out
+
+    def channel_lead_times(self) -> dict[ChannelName, tuple[timedelta, ...]]:
+        """Channels whose own reminder lead times replace the global list there."""
+        return {
+            ChannelName(name): tuple(target.lead_times)
+            for name, target in self.bot.channels.items()
+            if target.lead_times is not None
+        }
 
     def entry_into_force(self) -> EntryIntoForceRule:
         rule = self.treaty_file.entry_into_force

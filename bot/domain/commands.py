@@ -28,6 +28,16 @@ Reload protocol
             problems = await app.reload()
             reply = reload_result([str(p) for p in problems], share=reply.share)
         await transport.reply(..., reply)
+
+Follows protocol
+    ``follow``, ``unfollow`` and ``following`` answer from ``view.follows`` (what the asker
+    follows now) and are never shared: ``share`` is ignored and ``reply.direct`` is set. A
+    change comes back as ``action == "follows"`` with ``reply.follows``, the asker's whole
+    new list, which the app stores before it sends the answer. The engine enforces
+    ``MAX_FOLLOWS``; if the stored list changed meanwhile, the app answers again from it.
+
+        if reply.action == "follows":
+            await store.commit(Changes(follows={person: reply.follows}))
 """
 
 from __future__ import annotations
@@ -35,13 +45,21 @@ from __future__ import annotations
 import difflib
 import re
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Literal
 from zoneinfo import ZoneInfo
 
 from bot.domain import replies, treaty
-from bot.domain.countries import find_state
+from bot.domain.countries import clean_name, find_state, name_key
+from bot.domain.follows import (
+    MAX_FOLLOWS,
+    MAX_WORDS,
+    Follow,
+    add_follow,
+    known_state,
+    remove_follow,
+)
 from bot.domain.model import Clause, NewsRecord, SessionEvent, SourceView
 from bot.domain.text import Rich
 from bot.domain.treaty import EntryIntoForceRule, TreatySource, TreatyStatus
@@ -55,6 +73,9 @@ COMMANDS: tuple[str, ...] = (
     "feeds",
     "ratifications",
     "country",
+    "follow",
+    "unfollow",
+    "following",
     "help",
     "status",
     "reload",
@@ -69,7 +90,11 @@ ALIASES: Mapping[str, str] = {
     "signatures": "ratifications",
     "parties": "ratifications",
     "state": "country",
+    "follows": "following",
+    "followed": "following",
 }
+#: Commands about the asker alone: never shared (see "Follows" above).
+PERSONAL_COMMANDS = frozenset({"follow", "unfollow", "following"})
 PREFIXES = ("/treaty", "!treaty")
 SHARE_WORD = "share"
 
@@ -79,7 +104,7 @@ CLAUSE_STATUSES = ("open", "contested", "agreed", "adopted", "reserved", "deferr
 SETTLED = frozenset({"agreed", "adopted"})
 OVER = frozenset({"cancelled", "concluded"})
 
-Action = Literal["reload"]
+Action = Literal["reload", "follows"]
 
 
 # ------------------------------------------------------------------------------- values
@@ -149,6 +174,8 @@ class CommandView:
     treaty: TreatyView | None = None
     #: where the timeline is served as a calendar to subscribe to (``None``: not public)
     calendar_url: str | None = None
+    #: what the asker follows (``follow``, ``unfollow``, ``following``)
+    follows: tuple[Follow, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,6 +189,11 @@ class Reply:
     share: bool
     ok: bool = True
     action: Action | None = None
+    #: with ``action == "follows"``: the asker's follows as they are to be stored
+    follows: tuple[Follow, ...] | None = None
+    #: about the asker alone: a platform that cannot show a reply to one person only sends
+    #: it to them directly
+    direct: bool = False
 
 
 # ------------------------------------------------------------------------------- parsing
@@ -181,7 +213,26 @@ def parse_command(text: str) -> Command | UsageError:
     if name is None:
         suggestion = closest_command(words[0])
         return UsageError(replies.unknown_command(words[0], suggestion), suggestion)
+    if name in ("follow", "unfollow"):  # "share" inside quotes is a word to follow
+        raw = text.split()
+        args = _unshared(raw[raw.index(words[0]) + 1 :])
     return _PARSERS[name](name, args, share)
+
+
+def _unshared(tokens: Sequence[str]) -> tuple[str, ...]:
+    """``tokens`` without the word ``share``, except where it is inside quotes."""
+    kept: list[str] = []
+    inside = False
+    for token in tokens:
+        opens = not inside and token[0] in _QUOTES_OPEN
+        if not (inside or opens) and token.casefold() == SHARE_WORD:
+            continue
+        kept.append(token)
+        if opens:
+            inside = not (len(token) > 1 and token[-1] in _QUOTES_CLOSE)
+        elif inside and token[-1] in _QUOTES_CLOSE:
+            inside = False
+    return tuple(kept)
 
 
 def canonical_name(word: str) -> str | None:
@@ -251,6 +302,12 @@ def _news(name: str, args: tuple[str, ...], share: bool) -> Command | UsageError
     return Command(name, args, share, count=count, query=" ".join(rest) or None)
 
 
+def _thing(name: str, args: tuple[str, ...], share: bool) -> Command | UsageError:
+    if not args:
+        return _usage(name, replies.needs_thing(name))
+    return Command(name, args, False, query=" ".join(args))
+
+
 def _help(name: str, args: tuple[str, ...], share: bool) -> Command | UsageError:
     if not args:
         return Command(name, args, share)
@@ -270,6 +327,9 @@ _PARSERS: Mapping[str, Callable[[str, tuple[str, ...], bool], Command | UsageErr
     "feeds": _no_args,
     "ratifications": _no_args,
     "country": _clause,
+    "follow": _thing,
+    "unfollow": _thing,
+    "following": _no_args,
     "help": _help,
     "status": _no_args,
     "reload": _no_args,
@@ -293,7 +353,10 @@ def answer(command: Command | UsageError, view: CommandView, now: datetime) -> R
         return Reply(
             replies.ADMIN_TITLE, replies.admin_only_body(command.name), share=False, ok=False
         )
-    return _ANSWERS[command.name](command, view, now)
+    reply = _ANSWERS[command.name](command, view, now)
+    if command.name in PERSONAL_COMMANDS:  # about the asker alone: never in the channel
+        reply = replace(reply, share=False, direct=True)
+    return reply
 
 
 def reload_result(problems: Sequence[str], *, share: bool = False) -> Reply:
@@ -532,6 +595,165 @@ def _country_answer(command: Command, view: CommandView, now: datetime) -> Reply
     )
 
 
+_QUOTES_OPEN = "\"'“„‘«"
+_QUOTES_CLOSE = "\"'”“’»"
+_ARTICLE_LIKE = re.compile(r"(?:(?:articles?|arts?)\.?[\s.:-]*)?[0-9]+(?:\s*[-–]\s*[0-9]+)?")
+
+
+def unquote(text: str) -> tuple[str, bool]:
+    """``text`` with spaces collapsed and surrounding quotes removed; whether it was quoted."""
+    text = " ".join(text.split())
+    if len(text) >= 2 and text[0] in _QUOTES_OPEN and text[-1] in _QUOTES_CLOSE:
+        return " ".join(text[1:-1].split()), True
+    return text, False
+
+
+def _state_named(text: str, view: CommandView) -> str | None:
+    """The state ``text`` names: a participant as ``country`` finds it, or a well-known name."""
+    t = view.treaty
+    if t is not None and t.status is not None:
+        match = find_state(text, [p.name for p in t.status.participants])
+        if match.found is not None:
+            return match.found
+    return known_state(text)
+
+
+def resolve_follow(query: str, view: CommandView) -> Follow | Reply:
+    """What ``follow QUERY`` follows: a clause (by id or article, as ``clause`` finds it), a
+    state, else the words (always the words when quoted); or the answer saying why not."""
+    text, quoted = unquote(query)
+    if not re.search(r"\w", text) or len(text) > MAX_WORDS:
+        message = replies.follow_words_problem("follow", MAX_WORDS)
+        return Reply(replies.usage_title("follow"), replies.usage_body(message), False, ok=False)
+    if quoted:
+        return Follow("words", text)
+    found = find_clauses(view.clauses, text)
+    if len(found) == 1:
+        return Follow("clause", found[0].id, found[0].article)
+    if found:
+        body = replies.several_follow_clauses_body(text, found)
+        return Reply(replies.SEVERAL_CLAUSES_TITLE, body, False, ok=False)
+    if _ARTICLE_LIKE.fullmatch(text.casefold()):
+        return Reply(
+            replies.UNKNOWN_CLAUSE_TITLE,
+            replies.unknown_follow_clause_body(text, _close_clauses(view.clauses, text)),
+            False,
+            ok=False,
+        )
+    state = _state_named(text, view)
+    if state is not None:
+        return Follow("state", clean_name(state))
+    return Follow("words", text)
+
+
+def _close_clauses(clauses: Sequence[Clause], query: str) -> list[str]:
+    names = {c.id.casefold(): c.id for c in clauses}
+    names.update({article_key(c.article): c.article for c in clauses})
+    close = difflib.get_close_matches(article_key(query), list(names), n=3, cutoff=0.5)
+    return list(dict.fromkeys(names[c] for c in close))
+
+
+def _clause_of(follow: Follow, clauses: Sequence[Clause]) -> Clause | None:
+    if follow.kind != "clause":
+        return None
+    key = follow.value.casefold()
+    return next((c for c in clauses if c.id.casefold() == key), None)
+
+
+def _label(follow: Follow, view: CommandView) -> str:
+    return replies.follow_label(follow, _clause_of(follow, view.clauses))
+
+
+def _follow_answer(command: Command, view: CommandView, now: datetime) -> Reply:
+    resolved = resolve_follow(command.query or "", view)
+    if isinstance(resolved, Reply):
+        return resolved
+    label = _label(resolved, view)
+    if any(f.same(resolved) for f in view.follows):
+        return Reply(
+            replies.already_following_title(label),
+            replies.already_following_body(resolved),
+            False,
+        )
+    if len(view.follows) >= MAX_FOLLOWS:
+        return Reply(
+            replies.TOO_MANY_FOLLOWS_TITLE,
+            replies.too_many_follows_body(MAX_FOLLOWS),
+            False,
+            ok=False,
+        )
+    follows = add_follow(view.follows, resolved)
+    return Reply(
+        replies.followed_title(label),
+        replies.followed_body(resolved, len(follows), MAX_FOLLOWS),
+        False,
+        action="follows",
+        follows=follows,
+    )
+
+
+def find_followed(query: str, view: CommandView) -> Follow | None:
+    """Which of the asker's follows ``query`` names: by its key (``clause:art-24``), its
+    value, its article or another name of its state, else as ``follow`` would resolve it."""
+    text, quoted = unquote(query)
+    wanted = text.casefold()
+    for follow in view.follows:
+        if wanted in (follow.key.casefold(), follow.value.casefold()):
+            return follow
+    if quoted:
+        return next((f for f in view.follows if f.same(Follow("words", text))), None)
+    for follow in view.follows:
+        if follow.kind == "state" and name_key(follow.value) == name_key(text):
+            return follow
+        if (
+            follow.kind == "clause"
+            and follow.article
+            and article_key(text) == article_key(follow.article)
+        ):
+            return follow
+    resolved = resolve_follow(text, view)
+    if isinstance(resolved, Follow):
+        return next((f for f in view.follows if f.same(resolved)), None)
+    return None
+
+
+def _unfollow_answer(command: Command, view: CommandView, now: datetime) -> Reply:
+    query = command.query or ""
+    text, quoted = unquote(query)
+    if not quoted and text.casefold() == "all":
+        if not view.follows:
+            return Reply(replies.FOLLOWING_TITLE, replies.nothing_followed_body(), False)
+        return Reply(
+            replies.UNFOLLOWED_ALL_TITLE,
+            replies.unfollowed_all_body(len(view.follows)),
+            False,
+            action="follows",
+            follows=(),
+        )
+    found = find_followed(query, view)
+    if found is None:
+        return Reply(replies.NOT_FOLLOWING_TITLE, replies.not_following_body(text), False, ok=False)
+    follows = remove_follow(view.follows, found)
+    return Reply(
+        replies.unfollowed_title(_label(found, view)),
+        replies.unfollowed_body(len(follows)),
+        False,
+        action="follows",
+        follows=follows,
+    )
+
+
+def _following_answer(command: Command, view: CommandView, now: datetime) -> Reply:
+    if not view.follows:
+        return Reply(replies.FOLLOWING_TITLE, replies.nothing_followed_body(), False)
+    clauses = [_clause_of(f, view.clauses) for f in view.follows]
+    return Reply(
+        replies.FOLLOWING_TITLE,
+        replies.following_body(view.follows, clauses, MAX_FOLLOWS),
+        False,
+    )
+
+
 def _help_answer(command: Command, view: CommandView, now: datetime) -> Reply:
     if command.query:
         entry = replies.HELP_BY_NAME[command.query]
@@ -572,6 +794,9 @@ _ANSWERS: Mapping[str, Callable[[Command, CommandView, datetime], Reply]] = {
     "feeds": _feeds_answer,
     "ratifications": _ratifications_answer,
     "country": _country_answer,
+    "follow": _follow_answer,
+    "unfollow": _unfollow_answer,
+    "following": _following_answer,
     "help": _help_answer,
     "status": _status_answer,
     "reload": _reload_answer,

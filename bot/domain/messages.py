@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
 from bot.domain.durations import humanize
-from bot.domain.model import Clause, FeedItem, SessionEvent
+from bot.domain.model import Alert, Clause, FeedItem, SessionEvent
 from bot.domain.text import Bullets, Paragraph, Rich, Span, bold, italic, link, para, shorten
 from bot.domain.timefmt import event_span, format_local, format_span
 
@@ -34,22 +34,83 @@ def news_body(source_name: str, item: FeedItem, terms: Sequence[str], tz: ZoneIn
     return tuple(blocks)
 
 
-def news_batch_title(source_name: str, count: int) -> str:
-    return f"{source_name}: {count} new items at once"
+#: Titles in a grouped message are cut to this many characters (the link is kept whole).
+GROUP_TITLE_LIMIT = 120
 
 
-def news_batch_body(source_name: str, items: Sequence[FeedItem]) -> Rich:
-    shown = list(items)[-5:]
-    entries = tuple((link(shorten(i.title, 120) or "(untitled)", i.link),) for i in reversed(shown))
+def _items(count: int) -> str:
+    return f"{count} {'item' if count == 1 else 'items'}"
+
+
+def news_group_title(source_name: str, total: int, part: int, parts: int) -> str:
+    suffix = f" (part {part} of {parts})" if parts > 1 else ""
+    return f"{source_name}: {total} new items{suffix}"
+
+
+def news_group_entry(item: FeedItem, tz: ZoneInfo) -> tuple[Span, ...]:
+    """One item of a grouped message: its linked title, and when it was published."""
+    spans = [link(shorten(item.title, GROUP_TITLE_LIMIT) or "(untitled)", item.link)]
+    if item.published is not None:
+        spans.append(italic(f" · {format_local(item.published, tz)}"))
+    return tuple(spans)
+
+
+def news_group_body(
+    source_name: str,
+    entries: Sequence[tuple[Span, ...]],
+    *,
+    total: int,
+    first: int,
+    part: int,
+    parts: int,
+) -> Rich:
+    """A burst of new items in one message (or one part of several), every item listed."""
+    if parts > 1:
+        last = first + len(entries) - 1
+        where = f" Part {part} of {parts}: items {first} to {last}, oldest first."
+    else:
+        where = " All of them, oldest first:"
     return (
-        para(
-            bold(source_name),
-            f" published {len(items)} new matching items in one go (often a feed that re-issued"
-            " its item ids). They are summarised here instead of posted one by one.",
-        ),
-        Paragraph((Span("Newest:"),)),
-        Bullets(entries),
+        para(bold(source_name), f" published {total} new matching items at once.{where}"),
+        Bullets(tuple(entries)),
     )
+
+
+def news_reissue_title(source_name: str, count: int) -> str:
+    return f"{source_name} re-issued {_items(count)}: not posted again"
+
+
+def news_reissue_body(
+    source_name: str,
+    *,
+    repeated: int,
+    older: int,
+    last_success: datetime | None,
+    posted: int,
+    tz: ZoneInfo,
+) -> Rich:
+    """Why items that look new were not posted: the feed re-issued them under new ids."""
+    since = f" ({format_local(last_success, tz)})" if last_success is not None else ""
+    if repeated and older:
+        what = (
+            f" re-issued {_items(repeated + older)} under new ids: {repeated} already shown "
+            f"(the same title and link) and {older} older than its last successful poll{since}."
+        )
+    elif repeated:
+        ids = "a new id" if repeated == 1 else "new ids"
+        what = f" re-issued {_items(repeated)} already shown (the same title and link) under {ids}."
+    else:
+        ids = "a new id" if older == 1 else "new ids"
+        what = f" re-issued {_items(older)} older than its last successful poll{since} under {ids}."
+    blocks: list[Paragraph | Bullets] = [
+        para(bold(source_name), what, " They are not posted again.")
+    ]
+    if posted:
+        verb, pronoun = ("is", "it is") if posted == 1 else ("are", "they are")
+        blocks.append(
+            para(f"{_items(posted)} that came with them {verb} new: {pronoun} posted as usual.")
+        )
+    return tuple(blocks)
 
 
 def _what(kind: str) -> str:
@@ -403,3 +464,48 @@ def first_conference_description(in_force: date) -> str:
         "The Secretary-General convenes the Conference of the States Parties not later than one "
         f"year after entry into force ({day(in_force)}), article 57(2)."
     )
+
+
+# ------------------------------------------------------------------------------- held alerts
+
+_KIND_LABELS = {
+    "news": "News",
+    "session-reminder": "Reminder",
+    "session-change": "Session change",
+    "clause-change": "Clause",
+    "source-health": "Source",
+    "treaty-action": "Treaty",
+}
+
+
+def grouped_title(reason: str, total: int, part: int, parts: int) -> str:
+    what = "Digest" if reason == "digest" else "While the channel was quiet"
+    items = f"{total} {'alert' if total == 1 else 'alerts'}"
+    suffix = f" (part {part} of {parts})" if parts > 1 else ""
+    return f"{what}: {items}{suffix}"
+
+
+def held_lines(alert: Alert, tz: ZoneInfo) -> list[tuple[Span, ...]]:
+    """What a held alert adds to the message that releases it: its title and link, then each
+    item it lists, if it lists several (a burst of news)."""
+    label = Span(_KIND_LABELS.get(alert.kind, alert.kind) + ": ", "bold")
+    when = Span(f" ({format_local(alert.at, tz)})", "italic")
+    items = [item for block in alert.body if isinstance(block, Bullets) for item in block.items]
+    if not items:
+        return [(label, link(shorten(alert.title, 200) or "(untitled)", alert.url), when)]
+    head: tuple[Span, ...] = (label, Span(shorten(alert.title, 200)), when)
+    return [head, *((Span("  "), *item) for item in items)]
+
+
+def grouped_body(
+    reason: str, lines: Sequence[tuple[Span, ...]], part: int, parts: int, total: int
+) -> Rich:
+    if reason == "digest":
+        head = f"Digest: {total} {'alert' if total == 1 else 'alerts'} since the last one."
+    else:
+        head = (
+            f"Held during the channel's quiet hours: {total} {'alert' if total == 1 else 'alerts'}."
+        )
+    if parts > 1:
+        head += f" Part {part} of {parts}."
+    return (para(head), Bullets(tuple(lines)))

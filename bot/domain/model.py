@@ -40,6 +40,11 @@ class Alert:
     text: str
     at: datetime
     body: Rich = ()
+    #: when the session, meeting or deadline the alert is about starts (reminders, changes):
+    #: what tells an urgent alert from one that can wait through a channel's quiet hours
+    event_start: datetime | None = None
+    #: what the alert is about, for people who follow it (a treaty action: the state's name)
+    subjects: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,10 +73,17 @@ class NewsRecord:
 
 @dataclass(frozen=True, slots=True)
 class FeedState:
-    """What the bot remembers of one feed's items: their keys and when each was first seen."""
+    """What the bot remembers of one feed's items: their keys and when each was first seen.
+
+    ``fingerprints`` maps a seen key to a short digest of the normalised title and link the item
+    had when first seen (items without a link have none): what tells a re-issue of an item under
+    a new key. It holds only seen keys, so it is bounded as they are; a state written before
+    fingerprints were kept has none, and they fill as the feed is polled.
+    """
 
     initialized: bool = False
     seen: Mapping[str, datetime] = field(default_factory=dict)
+    fingerprints: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,7 +122,7 @@ class SourceRecord:
     health: SourceHealth = SourceHealth()
 
 
-DeliveryState = Literal["pending", "sending", "sent", "failed"]
+DeliveryState = Literal["pending", "sending", "sent", "failed", "held", "grouped"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,6 +139,9 @@ class Delivery:
     next_try: datetime | None = None
     last_error: str | None = None
     sent_at: datetime | None = None
+    #: a ``held`` row waits for its channel's digest or the end of its quiet hours
+    #: (``next_try`` says until when); released, it becomes ``grouped`` into one message
+    held_for: Literal["digest", "quiet"] | None = None
 
 
 @dataclass(frozen=True, slots=True)

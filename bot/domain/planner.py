@@ -24,7 +24,7 @@ from bot.domain.model import (
     SourceHealth,
     SourceId,
 )
-from bot.domain.text import render_plain
+from bot.domain.text import render_plain, render_spans_plain
 
 #: Seen keys no longer in the feed are forgotten after this long.
 SEEN_RETENTION = timedelta(days=180)
@@ -33,6 +33,14 @@ SEEN_RETENTION = timedelta(days=180)
 #: proportional to the feed, however long it runs.
 SEEN_PER_ITEM = 10
 SEEN_AT_LEAST = 100
+#: An item dated more than this before the feed's last successful poll counts as old (the
+#: grace covers feeds served from a cache, whose newest items show up a little late).
+REISSUE_GRACE = timedelta(hours=1)
+#: A burst is posted as grouped messages of at most this many items and this many characters
+#: of plain text each: within every platform's limits (Slack: 3,000 characters a section and
+#: about 12,000 a message; Matrix: 64 KiB an event), with room for escaping and markup.
+GROUP_MAX_ITEMS = 20
+GROUP_MAX_CHARS = 3_000
 
 
 def digest(*parts: str) -> str:
@@ -69,14 +77,27 @@ def _order_oldest_first(items: Sequence[FeedItem]) -> list[FeedItem]:
 
 
 def plan_feed(
-    rule: FeedRule, state: FeedState, items: Sequence[FeedItem], now: datetime, tz: ZoneInfo
+    rule: FeedRule,
+    state: FeedState,
+    items: Sequence[FeedItem],
+    now: datetime,
+    tz: ZoneInfo,
+    *,
+    last_success: datetime | None = None,
 ) -> FeedPlan:
     """Decide which items are new, which of them to announce, and what to remember.
 
     - The first successful poll (even an empty one) only remembers what exists, except the
       ``backfill`` newest matching items.
     - An item is new when its key was never seen; an edited title or link keeps its key.
-    - More than ``max_new_items`` new matching items in one poll collapse into one summary.
+    - A new item with the title and link of an item the feed already showed (its fingerprint)
+      is a re-issue: it is not posted again.
+    - A poll with more than ``max_new_items`` new items, more than half of which are re-issues
+      or dated more than ``REISSUE_GRACE`` before ``last_success`` (the feed's last successful
+      poll), is a re-issue: those items are not posted either. One alert says how many were
+      left out and why.
+    - Every other new matching item is posted: one alert each, or, when there are more than
+      ``max_new_items``, grouped messages that list every one of them (``plan_groups``).
     """
     unique: dict[str, FeedItem] = {}
     for item in items:
@@ -88,6 +109,15 @@ def plan_feed(
     for item in new_items:
         seen[item.key] = now
     seen = _bounded(seen, set(unique), now)
+    # what the feed showed before: the fingerprints kept, and those of the items it still lists
+    # (a state without fingerprints gets them from the listing, then keeps them)
+    known = dict(state.fingerprints)
+    now_fingerprints = {i.key: f for i in current if (f := fingerprint(i)) is not None}
+    shown = set(known.values())
+    shown.update(f for k, f in now_fingerprints.items() if k in state.seen)
+    fingerprints = {k: f for k, f in known.items() if k in seen}
+    for key, f in now_fingerprints.items():
+        fingerprints.setdefault(key, f)
 
     matched: list[tuple[FeedItem, tuple[str, ...]]] = []
     if state.initialized or rule.backfill > 0:  # a first poll only remembers, unless backfill
@@ -98,18 +128,61 @@ def plan_feed(
     if not state.initialized:
         matched = matched[-rule.backfill :] if rule.backfill > 0 else []
 
+    alerts: list[Alert] = []
+    if state.initialized and new_items:
+        repeated = {i.key for i in new_items if now_fingerprints.get(i.key) in shown}
+        older = {i.key for i in new_items if i.key not in repeated and _older_than(i, last_success)}
+        signature = len(repeated) + len(older)
+        reissue = len(new_items) > rule.max_new_items and 2 * signature > len(new_items)
+        left_out = repeated | older if reissue else repeated
+        kept = [(item, terms) for item, terms in matched if item.key not in left_out]
+        dropped = [item for item, _ in matched if item.key in left_out]
+        if dropped:
+            alerts.append(_reissue_alert(rule, dropped, repeated, last_success, len(kept), now, tz))
+        matched = kept
+
     news = tuple(
         NewsRecord(rule.source, item.key, item.title, item.link, item.published, now, terms)
         for item, terms in matched
     )
     if len(matched) > rule.max_new_items:
-        alerts: tuple[Alert, ...] = (_news_batch_alert(rule, [m[0] for m in matched], now),)
+        alerts.extend(plan_groups(rule, [m[0] for m in matched], now, tz))
     else:
-        alerts = tuple(_news_alert(rule, item, terms, now, tz) for item, terms in matched)
+        alerts.extend(_news_alert(rule, item, terms, now, tz) for item, terms in matched)
 
-    new_state = FeedState(initialized=True, seen=seen)
-    changed = (not state.initialized) or seen != dict(state.seen)
-    return FeedPlan(new_state, alerts, news, changed)
+    new_state = FeedState(initialized=True, seen=seen, fingerprints=fingerprints)
+    changed = (
+        (not state.initialized)
+        or seen != dict(state.seen)
+        or fingerprints != dict(state.fingerprints)
+    )
+    return FeedPlan(new_state, tuple(alerts), news, changed)
+
+
+def fingerprint(item: FeedItem) -> str | None:
+    """A short digest of an item's normalised title and link; ``None`` without a link.
+
+    The same story re-issued under a new id has the same fingerprint: titles compare without
+    case or extra spaces, links without scheme, ``www.``, fragment or trailing slash.
+    """
+    if not item.link or not item.link.strip():
+        return None
+    title = " ".join(item.title.casefold().split())
+    link = item.link.strip().split("#", 1)[0]
+    _, sep, rest = link.partition("://")
+    if sep:
+        host, slash, path = rest.partition("/")
+        host = host.lower().removeprefix("www.")
+        link = host + slash + path
+    return digest(title, link.rstrip("/"))[:12]
+
+
+def _older_than(item: FeedItem, last_success: datetime | None) -> bool:
+    return (
+        last_success is not None
+        and item.published is not None
+        and item.published < last_success - REISSUE_GRACE
+    )
 
 
 def _bounded(seen: dict[str, datetime], present: set[str], now: datetime) -> dict[str, datetime]:
@@ -144,14 +217,91 @@ def _news_alert(
     )
 
 
-def _news_batch_alert(rule: FeedRule, items: Sequence[FeedItem], now: datetime) -> Alert:
-    body = messages.news_batch_body(rule.name, items)
+def plan_groups(
+    rule: FeedRule, items: Sequence[FeedItem], now: datetime, tz: ZoneInfo
+) -> tuple[Alert, ...]:
+    """A burst as grouped messages listing every item, oldest first, in as few parts as fit
+    ``GROUP_MAX_ITEMS`` and ``GROUP_MAX_CHARS`` (an item longer than that alone is a part of
+    its own). Each part's id is derived from its items, so planning again gives the same ids."""
+    entries = [messages.news_group_entry(item, tz) for item in items]
+    total = len(items)
+    widest = messages.news_group_body(
+        rule.name, [], total=total, first=total, part=total, parts=total
+    )
+    budget = GROUP_MAX_CHARS - len(render_plain(widest))
+    widths = [len(render_spans_plain(entry)) + 3 for entry in entries]  # "• ", line break
+    chunks = _chunks(widths, GROUP_MAX_ITEMS, budget)
+    # as few parts, but of even sizes (not 14, 14 and 2) where the characters allow it
+    for cap in range(-(-total // len(chunks)), GROUP_MAX_ITEMS):
+        even = _chunks(widths, cap, budget)
+        if len(even) == len(chunks):
+            chunks = even
+            break
+    alerts = []
+    for part, chunk in enumerate(chunks, start=1):
+        body = messages.news_group_body(
+            rule.name,
+            [entries[i] for i in chunk],
+            total=total,
+            first=chunk[0] + 1,
+            part=part,
+            parts=len(chunks),
+        )
+        keys = sorted(items[i].key for i in chunk)
+        alerts.append(
+            Alert(
+                kind="news",
+                id=AlertId(f"news-group:{rule.source}:{digest(*keys)}"),
+                channels=rule.channels,
+                source=rule.source,
+                title=messages.news_group_title(rule.name, total, part, len(chunks)),
+                url=None,
+                text=render_plain(body),
+                at=now,
+                body=body,
+            )
+        )
+    return tuple(alerts)
+
+
+def _chunks(widths: Sequence[int], most: int, budget: int) -> list[list[int]]:
+    """Indexes of ``widths`` cut in order into runs of at most ``most`` items and ``budget``
+    characters (an item wider than that alone is a run of its own)."""
+    chunks: list[list[int]] = []
+    size = 0
+    for index, width in enumerate(widths):
+        if not chunks or len(chunks[-1]) >= most or size + width > budget:
+            chunks.append([])
+            size = 0
+        chunks[-1].append(index)
+        size += width
+    return chunks
+
+
+def _reissue_alert(
+    rule: FeedRule,
+    dropped: Sequence[FeedItem],
+    repeated: set[str],
+    last_success: datetime | None,
+    posted: int,
+    now: datetime,
+    tz: ZoneInfo,
+) -> Alert:
+    again = sum(1 for item in dropped if item.key in repeated)
+    body = messages.news_reissue_body(
+        rule.name,
+        repeated=again,
+        older=len(dropped) - again,
+        last_success=last_success,
+        posted=posted,
+        tz=tz,
+    )
     return Alert(
         kind="news",
-        id=AlertId(f"news-batch:{rule.source}:{digest(*sorted(i.key for i in items))}"),
+        id=AlertId(f"news-reissue:{rule.source}:{digest(*sorted(i.key for i in dropped))}"),
         channels=rule.channels,
         source=rule.source,
-        title=messages.news_batch_title(rule.name, len(items)),
+        title=messages.news_reissue_title(rule.name, len(dropped)),
         url=None,
         text=render_plain(body),
         at=now,

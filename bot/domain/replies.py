@@ -19,7 +19,9 @@ from datetime import datetime
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from bot.domain import messages
+from bot.domain.countries import clean_name
 from bot.domain.durations import humanize
+from bot.domain.follows import Follow
 from bot.domain.messages import subscribe_paragraph
 from bot.domain.model import Clause, NewsRecord, SessionEvent, SourceView
 from bot.domain.text import Block, Bullets, Paragraph, Rich, Span, bold, italic, link, para, shorten
@@ -106,6 +108,20 @@ HELP: tuple[CommandHelp, ...] = (
         "country germany",
         "one state's signature, ratification (or accession) and declarations",
     ),
+    CommandHelp(
+        "follow",
+        "follow CLAUSE, STATE or WORDS",
+        "follow art-24",
+        "the alerts about a clause, a state or some words, sent to you directly "
+        '(e.g. follow germany, follow "data protection"; at most 50)',
+    ),
+    CommandHelp(
+        "unfollow",
+        "unfollow THING or all",
+        "unfollow art-24",
+        "stop following something (unfollow all: everything)",
+    ),
+    CommandHelp("following", "following", "following", "what you follow"),
     CommandHelp("help", "help [COMMAND]", "help clauses", "this list, or how to use one command"),
     CommandHelp(
         "status",
@@ -191,6 +207,10 @@ def bad_count(name: str, got: str, maximum: int) -> str:
 
 def needs_argument(name: str) -> str:
     return f"`{name}` needs a clause id or article number. {usage_line(name)}"
+
+
+def needs_thing(name: str) -> str:
+    return f"`{name}` needs a clause, a state or some words. {usage_line(name)}"
 
 
 def usage_body(message: str) -> Rich:
@@ -840,3 +860,199 @@ def treaty_hint(where: Standing | None, now: datetime) -> Paragraph:
             "instruments needed"
         )
     return para(head + "; ", code("ratifications"), " for the details.")
+
+
+# ------------------------------------------------------------------------------- follows
+
+FOLLOWING_TITLE = "What you follow"
+TOO_MANY_FOLLOWS_TITLE = "You follow too many things"
+NOT_FOLLOWING_TITLE = "Not followed"
+UNFOLLOWED_ALL_TITLE = "You follow nothing now"
+FOLLOW_KIND_WORDS = {"clause": "Clause", "state": "State", "words": "Words"}
+FOLLOW_WHAT = {
+    "clause": "its status changes, and news that names its article",
+    "state": "its signature, ratification and declarations, and news that mentions it",
+    "words": "alerts and news whose title or text holds these words",
+}
+
+
+def follow_label(follow: Follow, clause: Clause | None = None) -> str:
+    """How a follow is named to people: ``Art. 24 — Title``, ``Germany``, ``“privacy”``."""
+    if follow.kind == "clause":
+        if clause is not None:
+            return f"Art. {clause.article} — {shorten(clause.title, 80) or '(untitled)'}"
+        return f"Art. {follow.article}" if follow.article else f"clause {follow.value}"
+    if follow.kind == "state":
+        return clean_name(follow.value)
+    return f"“{shorten(follow.value, 100)}”"
+
+
+def unfollow_command(follow: Follow) -> str:
+    """The command that stops ``follow``, as people would type it."""
+    if follow.kind == "clause":
+        return f"unfollow {follow.value}"
+    if follow.kind == "state":
+        return f"unfollow {clean_name(follow.value)}"
+    return f'unfollow "{shorten(follow.value, 100)}"'
+
+
+def followed_title(label: str) -> str:
+    return f"You now follow {label}"
+
+
+def followed_body(follow: Follow, count: int, maximum: int) -> Rich:
+    return (
+        para(
+            "You will get ",
+            FOLLOW_WHAT[follow.kind],
+            " in a direct message, as it happens.",
+        ),
+        para(
+            f"You follow {plural(count, 'thing')} (at most {maximum}); ",
+            code("following"),
+            " lists them and ",
+            code(unfollow_command(follow)),
+            " stops this one.",
+        ),
+    )
+
+
+def already_following_title(label: str) -> str:
+    return f"You already follow {label}"
+
+
+def already_following_body(follow: Follow) -> Rich:
+    return (para(code("following"), " lists what you follow; ", code(unfollow_command(follow))),)
+
+
+def too_many_follows_body(maximum: int) -> Rich:
+    return (
+        para(f"You follow {maximum} things, the most one person can."),
+        para(
+            "Stop following one first: ",
+            code("following"),
+            " lists them, with the ",
+            code("unfollow"),
+            " command for each.",
+        ),
+    )
+
+
+def unfollowed_title(label: str) -> str:
+    return f"You no longer follow {label}"
+
+
+def unfollowed_body(left: int) -> Rich:
+    if not left:
+        return (para("You follow nothing now. ", code("help follow"), " says how to start."),)
+    return (para(f"You still follow {plural(left, 'thing')}; ", code("following"), " lists them."),)
+
+
+def unfollowed_all_body(removed: int) -> Rich:
+    return (para(f"Stopped following {plural(removed, 'thing')}."),)
+
+
+def not_following_body(query: str) -> Rich:
+    return (
+        para("You do not follow “", Span(shorten(query, ECHO_LIMIT)), "”."),
+        para(code("following"), " lists what you follow."),
+    )
+
+
+def nothing_followed_body() -> Rich:
+    return (
+        para("You follow nothing yet."),
+        para(
+            "Follow a clause, a state or some words, and the alerts about it come to you "
+            "directly: ",
+            code("follow art-24"),
+            ", ",
+            code("follow germany"),
+            ", ",
+            code('follow "data protection"'),
+            ".",
+        ),
+    )
+
+
+def following_body(
+    follows: Sequence[Follow], clauses: Sequence[Clause | None], maximum: int
+) -> Rich:
+    items = tuple(
+        (
+            bold(FOLLOW_KIND_WORDS[f.kind] + ": "),
+            Span(follow_label(f, c)),
+            Span(" — "),
+            code(unfollow_command(f)),
+        )
+        for f, c in zip(follows, clauses, strict=True)
+    )
+    return (
+        para(f"You follow {plural(len(follows), 'thing')} (at most {maximum}):"),
+        Bullets(items),
+        para(
+            "Matching alerts come to you in a direct message. ", code("unfollow all"), " stops all."
+        ),
+    )
+
+
+def several_follow_clauses_body(query: str, clauses: Sequence[Clause]) -> Rich:
+    return (
+        para("Several clauses match “", Span(shorten(query, ECHO_LIMIT)), "”:"),
+        Bullets(tuple((*clause_line(c), Span(" — "), code(f"follow {c.id}")) for c in clauses)),
+    )
+
+
+def unknown_follow_clause_body(query: str, close: Sequence[str]) -> Rich:
+    text = shorten(query, ECHO_LIMIT)
+    blocks: list[Block] = [para("No tracked clause matches “", Span(text), "”.")]
+    if close:
+        spans: list[Span] = [Span("Did you mean ")]
+        for index, candidate in enumerate(close):
+            if index:
+                spans.append(Span(" or "))
+            spans.append(code(f"follow {candidate}"))
+        spans.append(Span("?"))
+        blocks.append(Paragraph(tuple(spans)))
+    blocks.append(
+        para("To follow these words in the news instead, quote them: ", code(f'follow "{text}"'))
+    )
+    return tuple(blocks)
+
+
+def follow_words_problem(name: str, maximum: int) -> str:
+    return (
+        f"`{name}` needs a clause, a state or words of at most {maximum} characters, "
+        f"with at least one letter or digit. {usage_line(name)}"
+    )
+
+
+# ------------------------------------------------------------------------------- Slack's App Home
+
+HOME_TITLE = "Treaty Watch"
+HOME_DATES_TITLE = "Next dates"
+HOME_FOLLOWS_TITLE = "What you follow"
+HOME_UNFOLLOW = "Unfollow"
+HOME_SHOWN_DATES = 3
+
+
+def home_intro() -> Rich:
+    return (
+        para(
+            "Alerts and answers on the UN Convention against Cybercrime. Type ",
+            code("/treaty help"),
+            " anywhere for the commands.",
+        ),
+    )
+
+
+def home_no_dates() -> Rich:
+    return (para("No session, meeting or deadline is scheduled ahead."),)
+
+
+def home_no_follows() -> Rich:
+    return nothing_followed_body()
+
+
+def home_follow_line(follow: Follow, clause: Clause | None) -> tuple[Span, ...]:
+    return (bold(FOLLOW_KIND_WORDS[follow.kind] + ": "), Span(follow_label(follow, clause)))

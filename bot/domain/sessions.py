@@ -238,6 +238,7 @@ def _change(
         text=render_plain(body),
         at=now,
         body=body,
+        event_start=event.start,
     )
 
 
@@ -268,59 +269,103 @@ def plan_reminders(
     lead_times: Sequence[timedelta],
     channels: tuple[ChannelName, ...],
     calendar_url: str | None = None,
+    channel_lead_times: Mapping[ChannelName, Sequence[timedelta]] | None = None,
 ) -> ReminderPlan:
     """The reminders due at ``now`` and the state that remembers them; with
-    ``calendar_url``, each invites to subscribe to the timeline there."""
+    ``calendar_url``, each invites to subscribe to the timeline there.
+
+    An event's own lead times apply to all its channels; otherwise a channel listed in
+    ``channel_lead_times`` has its own ladder (remembered under ``<event key>#<channels>``),
+    and the others share ``lead_times`` (remembered under the event key)."""
     sent: dict[str, dict[int, str]] = {k: dict(v) for k, v in state.sent.items()}
     alerts: list[Alert] = []
     live: set[str] = set()
+    own = channel_lead_times or {}
     for event in events:
-        live.add(event.key)
         if event.status in NO_REMINDERS:
+            live.add(event.key)
             continue
-        ladder = sorted(
-            set(event.lead_times if event.lead_times is not None else lead_times), reverse=True
-        )
-        start_iso = event.start.isoformat()
-        known_since = first_seen.get(event.key, now)
-        record = sent.setdefault(event.key, {})
-        due: list[timedelta] = []
-        for lead in ladder:
-            seconds = int(lead.total_seconds())
-            if record.get(seconds) == start_iso:
-                continue
-            moment = event.start - lead
-            if seconds in record:
-                # sent for an earlier date of a rescheduled event: a moment that is already
-                # past is not repeated; one still ahead is sent again at its new time
-                if moment <= now:
-                    record[seconds] = start_iso
-                else:
-                    del record[seconds]
-                continue
-            if moment > now:
-                continue
-            if moment < known_since:
-                record[seconds] = start_iso  # from before the bot knew the event
-                continue
-            due.append(lead)
-        if not due:
-            continue
-        for lead in due:
-            record[int(lead.total_seconds())] = start_iso
-        lead = min(due)  # the latest moment; earlier missed ones are folded into it
-        moment = event.start - lead
-        too_late = now >= event.start + (START_GRACE if lead == timedelta(0) else timedelta(0))
-        if too_late:
-            continue
-        late = now - moment > LATE_AFTER
-        alerts.append(_reminder(event, lead, late, now, tz, channels, calendar_url))
+        for ladder, targets, state_key in _ladders(event, lead_times, channels, own):
+            live.add(state_key)
+            record = sent.setdefault(state_key, {})
+            alert = _due_reminder(event, ladder, targets, record, first_seen, now, tz, calendar_url)
+            if alert is not None:
+                if state_key != event.key:  # a channel's own ladder: an alert of its own
+                    alert = replace(alert, id=AlertId(f"{alert.id}:{digest(*targets)}"))
+                alerts.append(alert)
     for key in list(sent):
         if key not in live or not sent[key]:
             del sent[key]
     new_state = ReminderState({k: v for k, v in sent.items()})
     changed = {k: dict(v) for k, v in state.sent.items()} != sent
     return ReminderPlan(new_state, tuple(alerts), changed)
+
+
+def _ladders(
+    event: SessionEvent,
+    lead_times: Sequence[timedelta],
+    channels: tuple[ChannelName, ...],
+    own: Mapping[ChannelName, Sequence[timedelta]],
+) -> list[tuple[list[timedelta], tuple[ChannelName, ...], str]]:
+    """(ladder, channels, state key) for each group of the event's channels sharing a ladder."""
+    targets = event.channels or channels
+    if event.lead_times is not None:
+        return [(sorted(set(event.lead_times), reverse=True), targets, event.key)]
+    shared = tuple(c for c in targets if c not in own)
+    groups: list[tuple[list[timedelta], tuple[ChannelName, ...], str]] = []
+    if shared or not targets:
+        groups.append((sorted(set(lead_times), reverse=True), shared, event.key))
+    for channel in targets:
+        if channel in own:
+            ladder = sorted(set(own[channel]), reverse=True)
+            groups.append((ladder, (channel,), f"{event.key}#{channel}"))
+    return groups
+
+
+def _due_reminder(
+    event: SessionEvent,
+    ladder: Sequence[timedelta],
+    targets: tuple[ChannelName, ...],
+    record: dict[int, str],
+    first_seen: Mapping[str, datetime],
+    now: datetime,
+    tz: ZoneInfo,
+    calendar_url: str | None,
+) -> Alert | None:
+    """The reminder due now on one ladder, if any; ``record`` is updated in place."""
+    start_iso = event.start.isoformat()
+    known_since = first_seen.get(event.key, now)
+    due: list[timedelta] = []
+    for lead in ladder:
+        seconds = int(lead.total_seconds())
+        if record.get(seconds) == start_iso:
+            continue
+        moment = event.start - lead
+        if seconds in record:
+            # sent for an earlier date of a rescheduled event: a moment that is already
+            # past is not repeated; one still ahead is sent again at its new time
+            if moment <= now:
+                record[seconds] = start_iso
+            else:
+                del record[seconds]
+            continue
+        if moment > now:
+            continue
+        if moment < known_since:
+            record[seconds] = start_iso  # from before the bot knew the event
+            continue
+        due.append(lead)
+    if not due:
+        return None
+    for lead in due:
+        record[int(lead.total_seconds())] = start_iso
+    lead = min(due)  # the latest moment; earlier missed ones are folded into it
+    moment = event.start - lead
+    too_late = now >= event.start + (START_GRACE if lead == timedelta(0) else timedelta(0))
+    if too_late:
+        return None
+    late = now - moment > LATE_AFTER
+    return _reminder(event, lead, late, now, tz, targets, calendar_url)
 
 
 def _reminder(
@@ -338,13 +383,14 @@ def _reminder(
         id=AlertId(
             f"remind:{event.key}:{int(lead.total_seconds())}:{digest(event.start.isoformat())}"
         ),
-        channels=event.channels or channels,
+        channels=channels,
         source=event.source,
         title=messages.reminder_title(event, lead, now),
         url=event.url,
         text=render_plain(body),
         at=now,
         body=body,
+        event_start=event.start,
     )
 
 

@@ -324,6 +324,7 @@ def _alert(
         text=render_plain(body),
         at=now,
         body=body,
+        subjects=(action.state,),
     )
 
 

@@ -25,6 +25,7 @@ from datetime import datetime
 from typing import Protocol
 
 from bot.domain.clauses import ClauseSnapshot
+from bot.domain.follows import Follow, Person
 from bot.domain.model import Delivery, NewsRecord, SourceHealth, SourceRecord
 from bot.domain.sessions import ReminderState, Snapshot
 from bot.domain.treaty import TreatySnapshot
@@ -54,6 +55,8 @@ class Changes:
     reminders: ReminderState | None = None
     clauses: ClauseSnapshot | None = None
     treaty: TreatySnapshot | None = None
+    #: each person's whole list of follows as it is now (an empty tuple: they follow nothing)
+    follows: dict[Person, tuple[Follow, ...]] = field(default_factory=dict)
 
     def __bool__(self) -> bool:
         return bool(
@@ -65,11 +68,13 @@ class Changes:
             or self.reminders is not None
             or self.clauses is not None
             or self.treaty is not None
+            or bool(self.follows)
         )
 
 
 class Store(Protocol):
-    """Persistent state: sources, the outbox of deliveries, and recent matched news."""
+    """Persistent state: sources, the outbox of deliveries, recent matched news, and what
+    each person follows."""
 
     @property
     def location(self) -> str:
@@ -126,6 +131,11 @@ class Store(Protocol):
 
     def recent_news(self, limit: int) -> list[NewsRecord]:
         """The newest matched items, newest first."""
+        ...
+
+    def follows(self) -> dict[Person, tuple[Follow, ...]]:
+        """What each person follows, by (platform, user id); people who follow nothing are
+        left out."""
         ...
 
     def close(self) -> None:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import date, datetime, timedelta
 from typing import Any, cast
 
 from bot.domain.clauses import ClauseSnapshot
+from bot.domain.follows import FOLLOW_KINDS, Follow, FollowKind, Person
+from bot.domain.holding import HoldReason
 from bot.domain.model import (
     Alert,
     AlertId,
@@ -83,6 +85,7 @@ def alert_to_json(a: Alert) -> dict[str, Any]:
         "text": a.text,
         "at": ts(a.at),
         "body": rich_to_json(a.body),
+        **({"event_start": ts(a.event_start)} if a.event_start is not None else {}),
     }
 
 
@@ -99,15 +102,39 @@ def alert_from_json(d: dict[str, Any]) -> Alert:
         text=d.get("text", ""),  # a sent row keeps no text
         at=at,
         body=rich_from_json(d.get("body", [])),
+        event_start=dt(d.get("event_start")),
     )
 
 
-def seen_to_json(seen: Mapping[str, datetime]) -> dict[str, str | None]:
-    return {k: ts(v) for k, v in seen.items()}
+#: The entry of a JSON object of seen keys that holds their fingerprints, a list in the order
+#: of the keys. Its value is no time, so a reader of seen keys alone skips it; no feed can use
+#: it as an item key (XML cannot carry the NUL character).
+FINGERPRINTS = "\x00fingerprints"
+
+
+def seen_to_json(
+    seen: Mapping[str, datetime], fingerprints: Mapping[str, str] | None = None
+) -> dict[str, Any]:
+    doc: dict[str, Any] = {k: ts(v) for k, v in seen.items()}
+    if fingerprints and FINGERPRINTS not in doc:
+        doc[FINGERPRINTS] = [fingerprints.get(k, "") for k in seen]
+    return doc
 
 
 def seen_from_json(d: Mapping[str, Any]) -> dict[str, datetime]:
     return {k: t for k, v in d.items() if (t := dt(v)) is not None}
+
+
+def fingerprints_from_json(d: Mapping[str, Any]) -> dict[str, str]:
+    """The fingerprints of an object of seen keys; none when it has none (an older state) or
+    when they do not line up with its keys."""
+    listed = d.get(FINGERPRINTS)
+    if not isinstance(listed, list):
+        return {}
+    keys = [k for k in d if k != FINGERPRINTS]
+    if len(keys) != len(listed):
+        return {}
+    return {k: f for k, f in zip(keys, listed, strict=True) if isinstance(f, str) and f}
 
 
 def source_to_json(r: SourceRecord, *, with_seen: bool = True) -> dict[str, Any]:
@@ -121,7 +148,7 @@ def source_to_json(r: SourceRecord, *, with_seen: bool = True) -> dict[str, Any]
         "initialized": r.feed.initialized,
     }
     if with_seen:
-        doc["seen"] = seen_to_json(r.feed.seen)
+        doc["seen"] = seen_to_json(r.feed.seen, r.feed.fingerprints)
     return doc | {
         "health": {
             "failures": h.failures,
@@ -149,14 +176,22 @@ def health_from_json(d: dict[str, Any]) -> SourceHealth:
     )
 
 
-def source_from_json(d: dict[str, Any], seen: Mapping[str, datetime] | None = None) -> SourceRecord:
-    """A source record, with ``seen`` when the store keeps the keys apart."""
+def source_from_json(
+    d: dict[str, Any],
+    seen: Mapping[str, datetime] | None = None,
+    fingerprints: Mapping[str, str] | None = None,
+) -> SourceRecord:
+    """A source record, with ``seen`` (and ``fingerprints``) when the store keeps the keys
+    apart."""
     if seen is None:
         seen = seen_from_json(d.get("seen", {}))
+        fingerprints = fingerprints_from_json(d.get("seen", {}))
     return SourceRecord(
         id=d["id"],
         validators=Validators(d.get("etag"), d.get("last_modified"), d.get("body_hash")),
-        feed=FeedState(bool(d.get("initialized")), seen),
+        feed=FeedState(
+            bool(d.get("initialized")), seen, {} if fingerprints is None else fingerprints
+        ),
         health=health_from_json(d),
     )
 
@@ -173,6 +208,7 @@ def delivery_to_json(r: Delivery) -> dict[str, Any]:
         "next_try": ts(r.next_try),
         "last_error": r.last_error,
         "sent_at": ts(r.sent_at),
+        **({"held_for": r.held_for} if r.held_for is not None else {}),
     }
 
 
@@ -188,6 +224,7 @@ def delivery_from_json(d: dict[str, Any]) -> Delivery:
         next_try=dt(d.get("next_try")),
         last_error=d.get("last_error"),
         sent_at=dt(d.get("sent_at")),
+        held_for=cast(HoldReason | None, d.get("held_for")),
     )
 
 
@@ -339,3 +376,23 @@ def treaty_from_json(d: dict[str, Any]) -> TreatySnapshot:
         for s in d.get("statements", ())
     )
     return TreatySnapshot(bool(d.get("initialized")), TreatyStatus(participants, statements))
+
+
+def follows_to_json(person: Person, follows: Sequence[Follow]) -> dict[str, Any]:
+    return {
+        "platform": person.platform,
+        "user": person.user,
+        "follows": [
+            {"kind": f.kind, "value": f.value, **({"article": f.article} if f.article else {})}
+            for f in follows
+        ],
+    }
+
+
+def follows_from_json(d: dict[str, Any]) -> tuple[Person, tuple[Follow, ...]]:
+    follows = tuple(
+        Follow(cast(FollowKind, f["kind"]), str(f["value"]), str(f.get("article") or ""))
+        for f in d.get("follows", ())
+        if f.get("kind") in FOLLOW_KINDS
+    )
+    return Person(str(d["platform"]), str(d["user"])), follows

@@ -12,6 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
 from bot.domain.clauses import ClauseSnapshot
+from bot.domain.follows import Follow, Person
 from bot.domain.model import Delivery, NewsRecord, SourceHealth, SourceRecord
 from bot.domain.sessions import ReminderState, Snapshot
 from bot.domain.treaty import TreatySnapshot
@@ -72,6 +73,9 @@ class AsyncStore:
 
     def has_delivery(self, key: str) -> bool:
         return self.store.has_delivery(key)
+
+    async def follows(self) -> dict[Person, tuple[Follow, ...]]:
+        return await self._call(self.store.follows)
 
     async def close(self) -> None:
         await self._call(self.store.close)

@@ -163,3 +163,36 @@ class StoredSeen(Mapping[str, datetime]):
     def __repr__(self) -> str:
         unread = "" if self._keys is not None else ", unread"
         return f"StoredSeen({self.name!r}, {len(self)} keys{unread})"
+
+
+class StoredFingerprints(Mapping[str, str]):
+    """The fingerprints of one source's seen keys, from the same file as ``StoredSeen``, read
+    when first looked at (the file is read once for both: see ``TinyDBStore``)."""
+
+    __slots__ = ("_prints", "_read", "name")
+
+    def __init__(self, name: str, read: Callable[[], dict[str, str]]) -> None:
+        self.name = name
+        self._read = read
+        self._prints: dict[str, str] | None = None
+
+    def _load(self) -> dict[str, str]:
+        if self._prints is None:
+            self._prints = self._read()
+        return self._prints
+
+    def __getitem__(self, key: str) -> str:
+        return self._load()[key]
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._load()
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._load())
+
+    def __len__(self) -> int:
+        return len(self._load())
+
+    def __repr__(self) -> str:
+        unread = "" if self._prints is not None else ", unread"
+        return f"StoredFingerprints({self.name!r}{unread})"

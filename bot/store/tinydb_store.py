@@ -29,6 +29,7 @@ from tinydb.storages import Storage
 from tinydb.table import Document
 
 from bot.domain.clauses import ClauseSnapshot
+from bot.domain.follows import Follow, Person
 from bot.domain.model import Delivery, NewsRecord, SourceHealth, SourceRecord
 from bot.domain.sessions import ReminderState, Snapshot
 from bot.domain.treaty import TreatySnapshot
@@ -36,7 +37,7 @@ from bot.errors import StoreCorrupt, StoreError, StoreLocked
 from bot.files import write_atomically
 from bot.store import codec
 from bot.store.base import Changes
-from bot.store.seen import SeenFiles, StoredSeen
+from bot.store.seen import SeenFiles, StoredFingerprints, StoredSeen
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +47,8 @@ SENT_KEPT = timedelta(days=30)
 #: what a sent row keeps of its alert: enough to say what it was, not its text (the main file
 #: is rewritten by every commit, and sent rows stay for ``SENT_KEPT``)
 SENT_ALERT_FIELDS = ("kind", "id", "channels", "source", "title", "url", "at")
+#: Rows whose alert went out (alone, or grouped into a digest or a quiet-hours release).
+DONE_STATES = ("sent", "grouped")
 
 
 def _hint(path: Path) -> str:
@@ -206,6 +209,8 @@ class TinyDBStore:
         self._meta = self._db.table("meta", cache_size=0)
         self._snapshots = self._db.table("snapshots", cache_size=0)
         self._snapshot_ids = {d["name"]: d.doc_id for d in self._snapshots.all()}
+        self._follows = self._db.table("follows", cache_size=0)
+        self._follow_ids = {(d["platform"], d["user"]): d.doc_id for d in self._follows.all()}
         self._source_ids = {d["id"]: d.doc_id for d in self._sources.all()}
         self._outbox_ids = {d["key"]: d.doc_id for d in self._outbox.all()}
         self._seq = max((int(d["seq"]) for d in self._outbox.all()), default=0)
@@ -293,15 +298,19 @@ class TinyDBStore:
         name = doc.get("seen_file")
         if not name:
             return codec.source_from_json(doc)
-        seen = StoredSeen(
-            name,
-            int(doc.get("seen_count") or 0),
+        decoded: list[tuple[dict[str, datetime], dict[str, str]]] = []
+
+        def read() -> tuple[dict[str, datetime], dict[str, str]]:
             # read from the thread that first needs the keys: files named by the state are
             # never rewritten, and the one a record names is removed only after a commit of
             # a newer record of the same source
-            lambda: codec.seen_from_json(self._seen.read(name)),
-        )
-        return codec.source_from_json(doc, seen)
+            if not decoded:
+                raw = self._seen.read(name)
+                decoded.append((codec.seen_from_json(raw), codec.fingerprints_from_json(raw)))
+            return decoded[0]
+
+        seen = StoredSeen(name, int(doc.get("seen_count") or 0), lambda: read()[0])
+        return codec.source_from_json(doc, seen, StoredFingerprints(name, lambda: read()[1]))
 
     def sources(self) -> dict[str, SourceRecord]:
         return {d["id"]: self._decode_source(dict(d)) for d in self._sources.all()}
@@ -367,6 +376,28 @@ class TinyDBStore:
     def has_delivery(self, key: str) -> bool:
         return key in self._outbox_ids
 
+    def follows(self) -> dict[Person, tuple[Follow, ...]]:
+        cached = self._decoded.get("follows")
+        if cached is None:
+            cached = self._decoded["follows"] = dict(
+                codec.follows_from_json(dict(d)) for d in self._follows.all()
+            )
+        return {person: follows for person, follows in cached.items() if follows}
+
+    def _put_follows(self, person: Person, follows: tuple[Follow, ...]) -> None:
+        ident = (person.platform, person.user)
+        doc_id = self._follow_ids.get(ident)
+        if not follows:
+            if doc_id is not None:
+                self._follows.remove(doc_ids=[doc_id])
+                del self._follow_ids[ident]
+            return
+        doc = codec.follows_to_json(person, follows)
+        if doc_id is None:
+            self._follow_ids[ident] = self._follows.insert(doc)
+        else:
+            self._follows.upsert(Document(doc, doc_id=doc_id))
+
     def recent_news(self, limit: int) -> list[NewsRecord]:
         rows = self._decoded.get("news")
         if rows is None:
@@ -386,6 +417,7 @@ class TinyDBStore:
         source_ids = dict(self._source_ids)
         outbox_ids = dict(self._outbox_ids)
         snapshot_ids = dict(self._snapshot_ids)
+        follow_ids = dict(self._follow_ids)
         replaced: list[str] = []
         try:
             with self._storage.batch():
@@ -398,6 +430,9 @@ class TinyDBStore:
             self._source_ids = source_ids
             self._outbox_ids = outbox_ids
             self._snapshot_ids = snapshot_ids
+            self._follow_ids = follow_ids
+            self._follows.clear_cache()
+            self._follows._next_id = None
             for table in (self._sources, self._outbox, self._news, self._meta, self._snapshots):
                 table.clear_cache()
                 table._next_id = None
@@ -412,6 +447,8 @@ class TinyDBStore:
             self._put_snapshot("reminders", codec.reminders_to_json(changes.reminders))
         if changes.clauses is not None:
             self._put_snapshot("clauses", codec.clauses_to_json(changes.clauses))
+        for person, follows in changes.follows.items():
+            self._put_follows(person, follows)
         if changes.treaty is not None:
             self._put_snapshot("treaty", codec.treaty_to_json(changes.treaty))
         # each table is updated in one call: TinyDB walks the whole table on every call
@@ -450,7 +487,7 @@ class TinyDBStore:
                 "last_error": change.error,
                 "next_try": codec.ts(change.next_try),
             }
-            if change.state == "sent":
+            if change.state in DONE_STATES:
                 row["sent_at"] = codec.ts(change.at)
                 alert = row.get("alert") or {}
                 row["alert"] = {k: alert[k] for k in SENT_ALERT_FIELDS if k in alert}
@@ -462,7 +499,7 @@ class TinyDBStore:
         if changes.news:
             self._news.insert_multiple([codec.news_to_json(n) for n in changes.news])
             self._prune_news()
-        if any(u.state == "sent" for u in changes.deliveries):
+        if any(u.state in DONE_STATES for u in changes.deliveries):
             self._prune_sent(max(u.at for u in changes.deliveries))
 
     def _source_doc(self, record: SourceRecord, current: dict[str, Any] | None) -> dict[str, Any]:
@@ -470,13 +507,19 @@ class TinyDBStore:
         differ from those of the file it names now."""
         doc = codec.source_to_json(record, with_seen=False)
         seen = record.feed.seen
-        if isinstance(seen, StoredSeen) and current and seen.name == current.get("seen_file"):
+        prints = record.feed.fingerprints
+        if (
+            isinstance(seen, StoredSeen)
+            and current
+            and seen.name == current.get("seen_file")
+            and (prints.name == seen.name if isinstance(prints, StoredFingerprints) else not prints)
+        ):
             # the keys as they were read (or not read at all): the file named now holds them
             return doc | {k: current.get(k) for k in ("seen_file", "seen_hash", "seen_count")}
         if not record.feed.seen:
             return doc | {"seen_file": None, "seen_hash": None, "seen_count": 0}
         payload = json.dumps(
-            codec.seen_to_json(record.feed.seen), separators=(",", ":"), ensure_ascii=False
+            codec.seen_to_json(record.feed.seen, prints), separators=(",", ":"), ensure_ascii=False
         ).encode()
         digest = hashlib.sha256(payload).hexdigest()[:24]
         if current is not None and current.get("seen_hash") == digest and current.get("seen_file"):
@@ -497,7 +540,7 @@ class TinyDBStore:
         old = [
             d
             for d in self._outbox.all()
-            if d["state"] == "sent" and (d.get("sent_at") or "") < cutoff
+            if d["state"] in DONE_STATES and (d.get("sent_at") or "") < cutoff
         ]
         if old:
             self._outbox.remove(doc_ids=[d.doc_id for d in old])

@@ -54,6 +54,9 @@ class Answer:
     title: str
     body: Rich
     share: bool = False
+    #: about the asker alone (their follows): a platform that cannot show a reply to one
+    #: person only sends it to them directly
+    direct: bool = False
 
 
 CommandHandler = Callable[[Inbound], Awaitable[Answer]]

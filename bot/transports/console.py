@@ -13,6 +13,7 @@ import threading
 from typing import IO, Literal, TextIO
 from zoneinfo import ZoneInfo
 
+from bot.domain.follows import dm_user
 from bot.domain.model import Alert, ChannelName
 from bot.domain.text import render_plain
 from bot.domain.timefmt import format_local
@@ -49,7 +50,9 @@ def alert_json(alert: Alert, channel: str) -> str:
 
 
 def alert_text(alert: Alert, channel: str, tz: ZoneInfo) -> str:
-    head = f"── {alert.kind} → #{channel} · {format_local(alert.at, tz)}"
+    user = dm_user(channel)
+    where = f"@{user}" if user is not None else f"#{channel}"  # a person's direct messages
+    head = f"── {alert.kind} → {where} · {format_local(alert.at, tz)}"
     body = render_plain(alert.body) if alert.body else alert.text
     return (
         terminal_safe(head)
@@ -59,7 +62,8 @@ def alert_text(alert: Alert, channel: str, tz: ZoneInfo) -> str:
 
 
 class ConsoleTransport:
-    """Prints every alert of every channel; never fails, never mentions anyone."""
+    """Prints every alert of every channel (a person's direct messages as "→ @user");
+    never fails, never mentions anyone."""
 
     name = "console"
     capabilities = Capabilities(max_text=100_000, rich=False)

@@ -28,6 +28,15 @@ Alerts
     also after a restart, is dropped by the homeserver as a duplicate; the key is also stored in
     the event (``org.treatywatch.alert``) for ``was_delivered``.
 
+Direct messages
+    A logical channel ``dm:@user:server`` is a room of the bot and that person alone: created
+    on the first alert (``is_direct``, the person invited, encrypted unless the homeserver
+    refuses it), marked in the bot's ``m.direct`` account data and remembered per person in
+    ``state_dir/direct.json``, so it is the same room after a restart. A person who left it (or
+    a room the bot lost) gets a new one. Commands typed there are read like those of a
+    configured room. An answer meant for the asker alone (``Answer.direct``: their follows)
+    goes to that room, with a short pointer in the room where it was asked.
+
 Faults
     ``M_LIMIT_EXCEEDED`` waits ``retry_after_ms`` for that room only, within a budget, then
     raises a transient error; a room the bot is not in (or cannot be) gives a permanent error
@@ -64,6 +73,7 @@ import aiohttp
 import nio  # type: ignore[import-untyped]
 
 from bot.clock import Clock, SystemClock
+from bot.domain.follows import dm_user
 from bot.domain.model import Alert, ChannelName
 from bot.domain.text import Bullets, Paragraph, Rich, Span, shorten
 from bot.errors import DeliveryError
@@ -92,6 +102,16 @@ MAX_CONTENT_BYTES = 48_000
 LEDGER_SIZE = 2_000
 #: Said when the command handler itself fails (the details go to the log).
 APOLOGY = "Sorry, that command failed on our side. The maintainers have the details in the log."
+#: Said in a room when the answer went to the asker in a direct message.
+DIRECT_NOTE = "I have answered you in a direct message."
+#: Said in a room when the direct message with the answer could not be sent.
+DIRECT_FAILED = "I could not send you a direct message just now; please try again later."
+#: The state event that turns encryption on in a new room.
+ENCRYPTION_STATE = {
+    "type": "m.room.encryption",
+    "state_key": "",
+    "content": {"algorithm": "m.megolm.v1.aes-sha2"},
+}
 
 _ROOM_MENTION = re.compile(r"@(?=room)", re.IGNORECASE)
 #: Error codes that mean: these credentials will not work, whatever we retry.
@@ -413,6 +433,8 @@ class MatrixTransport:
         self._keys_retry_at = 0.0
         self._undecryptable_warned: set[str] = set()
         self._ignored_invites: set[str] = set()
+        self._direct: dict[str, str] = {}  # person -> the room of their direct messages
+        self._direct_lock = asyncio.Lock()
 
     def __repr__(self) -> str:  # never the token or the password
         return f"MatrixTransport(homeserver={self.homeserver!r}, user_id={self.user_id!r})"
@@ -432,6 +454,10 @@ class MatrixTransport:
         return self.state_dir / "ledger.json"
 
     @property
+    def direct_file(self) -> Path:
+        return self.state_dir / "direct.json"
+
+    @property
     def crypto_dir(self) -> Path:
         return self.state_dir / "crypto"
 
@@ -442,7 +468,7 @@ class MatrixTransport:
     # -- the contract -------------------------------------------------------------------------
 
     def reaches(self, channel: ChannelName) -> bool:
-        return channel in self._rooms
+        return channel in self._rooms or dm_user(channel) is not None
 
     def room_for(self, channel: str) -> str | None:
         return self._rooms.get(channel)
@@ -480,6 +506,10 @@ class MatrixTransport:
             await asyncio.to_thread(self._prepare_state_dir)
             ledger = await asyncio.to_thread(read_json, self.ledger_file)
             self._ledger = _Ledger(ledger.get("handled", []) if ledger else [])
+            direct = await asyncio.to_thread(read_json, self.direct_file)
+            rooms = direct.get("rooms") if direct else None
+            if isinstance(rooms, dict):
+                self._direct = {str(u): str(r) for u, r in rooms.items()}
             await self._connect()
         except BaseException as err:
             await self._close_client()
@@ -529,6 +559,10 @@ class MatrixTransport:
         self._on_command = None
 
     async def send(self, channel: ChannelName, alert: Alert, key: str) -> None:
+        user = dm_user(channel)
+        if user is not None:
+            await self._send_direct(user, alert_content(alert, key), transaction_id("alert", key))
+            return
         room_id = self._require_room(channel)
         await self._post(
             room_id,
@@ -538,7 +572,8 @@ class MatrixTransport:
         )
 
     async def was_delivered(self, channel: ChannelName, alert: Alert, key: str) -> bool:
-        room_id = self._rooms.get(channel)
+        user = dm_user(channel)
+        room_id = self._direct.get(user) if user is not None else self._rooms.get(channel)
         client = self._client
         if room_id is None or client is None:
             return False
@@ -953,7 +988,7 @@ class MatrixTransport:
                     room_id,
                     self.user_id,
                 )
-        command_rooms = set(self._rooms.values())
+        command_rooms = set(self._rooms.values()) | set(self._direct.values())
         for room_id, info in resp.rooms.join.items():
             events = info.timeline.events
             if info.timeline.limited and not initial and room_id in command_rooms:
@@ -1059,6 +1094,8 @@ class MatrixTransport:
                     "matrix: the command handler failed room=%s event=%s", room_id, event_id
                 )
                 answer = Answer("", (Paragraph((Span(APOLOGY),)),))
+            if answer.direct and self._direct.get(inbound.user) != room_id:
+                answer = await self._answer_directly(inbound.user, event_id, answer)
             try:
                 await self._post(
                     room_id,
@@ -1196,6 +1233,111 @@ class MatrixTransport:
                     permanent=True,
                 )
             raise DeliveryError(f"the homeserver refused the message ({resp})", resource=where)
+
+    # -- direct messages ----------------------------------------------------------------------
+
+    async def _answer_directly(self, user: str, event_id: str, answer: Answer) -> Answer:
+        """Send ``answer`` to ``user``'s direct messages; return the note for the room."""
+        content = notice_content(answer_rich(answer))
+        try:
+            await self._send_direct(user, content, transaction_id("direct-reply", event_id))
+        except DeliveryError as err:
+            log.warning("matrix: could not answer directly user=%s error=%s", user, err)
+            return Answer("", (Paragraph((Span(DIRECT_FAILED),)),))
+        return Answer("", (Paragraph((Span(DIRECT_NOTE),)),))
+
+    async def _send_direct(self, user: str, content: dict[str, Any], txn: str) -> None:
+        """Post into ``user``'s direct messages; a room they left, or the bot lost, is
+        replaced by a new one once."""
+        room_id = await self._direct_room(user)
+        where = f"direct messages of {user} (room {room_id})"
+        try:
+            await self._post(room_id, content, txn, where=where)
+        except DeliveryError as err:
+            if not err.permanent:
+                raise
+            log.warning("matrix: direct messages of %s need a new room: %s", user, err)
+            room_id = await self._direct_room(user, replacing=room_id)
+            await self._post(room_id, content, txn, where=f"direct messages of {user}")
+
+    async def _direct_room(self, user: str, *, replacing: str | None = None) -> str:
+        """The room of ``user``'s direct messages, created the first time (one per person)."""
+        async with self._direct_lock:
+            room_id = self._direct.get(user)
+            if room_id is not None and room_id != replacing and self._still_direct(room_id, user):
+                return room_id
+            room_id = await self._create_direct_room(user)
+            self._direct[user] = room_id
+            await asyncio.to_thread(write_json_atomic, self.direct_file, {"rooms": self._direct})
+            await self._mark_direct(user, room_id)
+            return room_id
+
+    def _still_direct(self, room_id: str, user: str) -> bool:
+        """Whether the person is still in (or invited to) the room, as far as the bot knows."""
+        client = self._client
+        room = client.rooms.get(room_id) if client is not None else None
+        return room is None or user in room.users
+
+    async def _create_direct_room(self, user: str) -> str:
+        client = self._require_client()
+        where = f"direct messages of {user}"
+        attempts = [[ENCRYPTION_STATE], []] if self.encryption else [[]]
+        resp: Any = None
+        try:
+            for initial_state in attempts:
+                async with asyncio.timeout(self.timeouts.request * 2):
+                    resp = await client.room_create(
+                        is_direct=True,
+                        invite=[user],
+                        preset=nio.RoomPreset.trusted_private_chat,
+                        initial_state=initial_state,
+                    )
+                if isinstance(resp, nio.RoomCreateResponse):
+                    break
+                if initial_state:
+                    log.warning(
+                        "matrix: the homeserver refused an encrypted direct room for %s (%s); "
+                        "creating an unencrypted one",
+                        user,
+                        resp,
+                    )
+        except _NETWORK as err:
+            raise DeliveryError(
+                f"homeserver unreachable: {type(err).__name__}", resource=where
+            ) from None
+        if not isinstance(resp, nio.RoomCreateResponse):
+            raise DeliveryError(
+                f"cannot create a direct room ({resp.status_code}: {resp.message})",
+                resource=where,
+                permanent=_final(resp),
+            )
+        room_id = str(resp.room_id)
+        log.info("matrix: created the direct room of user=%s room=%s", user, room_id)
+        with contextlib.suppress(TimeoutError):  # the next sync brings it (and its members)
+            async with asyncio.timeout(self.timeouts.room_wait):
+                while room_id not in client.rooms:
+                    await self._synced.wait()
+        return room_id
+
+    async def _mark_direct(self, user: str, room_id: str) -> None:
+        """Add the room to the bot's ``m.direct`` account data (clients show it as a DM)."""
+        client = self._require_client()
+        try:
+            async with asyncio.timeout(self.timeouts.request * 2):
+                listed = await client.list_direct_rooms()
+                rooms = dict(listed.rooms) if isinstance(listed, nio.DirectRoomsResponse) else {}
+                rooms[user] = [*(r for r in rooms.get(user, []) if r != room_id), room_id]
+                _, path = nio.Api.direct_room_list(client.access_token, client.user_id)
+                response = await client.send(
+                    "PUT", path, json.dumps(rooms), headers={"Content-Type": "application/json"}
+                )
+                status = response.status
+                response.release()
+        except _NETWORK as err:
+            log.warning("matrix: could not mark room=%s as direct error=%s", room_id, err)
+            return
+        if status != 200:
+            log.warning("matrix: could not mark room=%s as direct status=%s", room_id, status)
 
     # -- helpers ------------------------------------------------------------------------------
 

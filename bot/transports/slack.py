@@ -26,6 +26,18 @@ Alerts
     anyone. Messages are cut within Slack's limits (3,000 characters a section, 50 blocks) with
     the link kept. The message metadata (``treaty_alert``) carries the alert id and outbox key.
 
+Direct messages
+    A logical channel ``dm:U…`` is that person's direct messages with the bot: opened with
+    ``conversations.open`` (scope ``im:write``) and its id kept for the process; posted to like
+    any channel, and checked in its history (``im:history``) after an interrupted post.
+
+App Home
+    With a page provider (``serve_home``), opening the bot's Home tab (the ``app_home_opened``
+    event) publishes that person's page with ``views.publish``: the next dates and what they
+    follow, each with an Unfollow button. A press (a ``block_actions`` interaction, Socket Mode
+    or signed HTTP like every request) runs ``unfollow`` for that person through the command
+    handler and publishes the page again.
+
 Faults
     Posts to one channel are paced (about one a second); a 429 waits its ``Retry-After`` for that
     channel only, within a budget, then the outbox retries later. 5xx and network failures are
@@ -45,7 +57,7 @@ import logging
 import re
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Literal, Protocol
@@ -64,6 +76,8 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.clock import Clock, SystemClock
+from bot.domain.follows import dm_user
+from bot.domain.home import HomeView
 from bot.domain.model import Alert, ChannelName
 from bot.domain.text import Paragraph, Rich, Span, shorten
 from bot.errors import DeliveryError
@@ -80,6 +94,8 @@ log = logging.getLogger(__name__)
 
 Mode = Literal["socket", "http"]
 Sleep = Callable[[float], Awaitable[None]]
+#: Gives the Home tab of a person (their Slack user id).
+HomeProvider = Callable[[str], Awaitable[HomeView]]
 
 DEFAULT_API_URL = "https://slack.com/api/"
 DEFAULT_PATH = "/slack/events"
@@ -104,6 +120,16 @@ WORD_JOINER = "\u2060"
 APOLOGY = "Sorry, that command failed on our side. The maintainers have the details in the log."
 #: The label of the link that ends a message cut short.
 MORE_LINK_LABEL = "Read more"
+#: Slack's limits of a Home tab: blocks in a view, a header's text, a button's value.
+MAX_VIEW_BLOCKS = 100
+MAX_HEADER = 150
+MAX_BUTTON_VALUE = 2_000
+#: The ``action_id`` of the Unfollow buttons of the Home tab.
+UNFOLLOW_ACTION = "unfollow"
+#: Error codes of ``conversations.open`` after which no direct message can be opened.
+_NO_DM = frozenset(
+    {"user_not_found", "user_not_visible", "user_disabled", "cannot_dm_bot", "not_allowed"}
+)
 
 _BROADCAST = re.compile(r"@(?=(?:channel|here|everyone)\b)", re.IGNORECASE)
 _URLISH = re.compile(
@@ -355,6 +381,39 @@ def answer_message(answer: Answer) -> dict[str, Any]:
     }
 
 
+def _header(text: str) -> dict[str, Any]:
+    return {"type": "header", "text": {"type": "plain_text", "text": shorten(text, MAX_HEADER)}}
+
+
+def home_view_payload(view: HomeView) -> dict[str, Any]:
+    """The ``views.publish`` view of a person's Home tab (at most ``MAX_VIEW_BLOCKS`` blocks)."""
+    blocks: list[dict[str, Any]] = [_header(view.title), *render_blocks(view.intro)[0]]
+    blocks += [{"type": "divider"}, _header(view.dates_title)]
+    if view.dates:
+        text = "\n".join(_Unit("• ", line).fitted(MAX_SECTION) for line in view.dates)
+        blocks += [{"type": "section", "text": {"type": "mrkdwn", "text": text}}]
+    else:
+        blocks += render_blocks(view.no_dates)[0]
+    blocks += [{"type": "divider"}, _header(view.follows_title)]
+    room = MAX_VIEW_BLOCKS - len(blocks)
+    if not view.follows:
+        blocks += render_blocks(view.no_follows)[0]
+    for follow in view.follows[:room]:
+        blocks.append(
+            {
+                "type": "section",
+                "text": {"type": "mrkdwn", "text": _Unit("", follow.line).fitted(MAX_SECTION)},
+                "accessory": {
+                    "type": "button",
+                    "text": {"type": "plain_text", "text": view.unfollow_label},
+                    "action_id": UNFOLLOW_ACTION,
+                    "value": follow.key[:MAX_BUTTON_VALUE],
+                },
+            }
+        )
+    return {"type": "home", "blocks": blocks[:MAX_VIEW_BLOCKS]}
+
+
 # ----------------------------------------------------------------------------- helpers
 
 
@@ -497,6 +556,8 @@ class SlackTransport:
         self._command_slots = asyncio.Semaphore(8)
         self._history_warned = False
         self._down_since: float | None = None
+        self._home: HomeProvider | None = None
+        self._direct: dict[str, str] = {}  # user id -> the id of their direct messages
 
     def __repr__(self) -> str:  # never a token or the secret
         return f"SlackTransport(mode={self.mode!r}, api_url={self.api_url!r})"
@@ -504,7 +565,11 @@ class SlackTransport:
     # -- the contract -------------------------------------------------------------------------
 
     def reaches(self, channel: ChannelName) -> bool:
-        return channel in self._channels
+        return channel in self._channels or dm_user(channel) is not None
+
+    def serve_home(self, provider: HomeProvider) -> None:
+        """Publish each person's Home tab from ``provider`` (see "App Home" above)."""
+        self._home = provider
 
     def channel_id(self, channel: str) -> str | None:
         return self._channels.get(channel)
@@ -579,9 +644,13 @@ class SlackTransport:
         await self._close()
 
     async def send(self, channel: ChannelName, alert: Alert, key: str) -> None:
-        channel_id = self._channels.get(channel)
+        user = dm_user(channel)
+        if user is not None and self._client is not None:
+            channel_id: str | None = await self._direct_channel(self._client, user)
+        else:
+            channel_id = self._channels.get(channel)
         where = f"channel {channel} (Slack {channel_id})" if channel_id else f"channel {channel}"
-        if channel_id is None:
+        if channel_id is None and user is None:
             raise DeliveryError(
                 "no Slack channel id is configured for this channel: add "
                 f"channels.{channel}.slack (the id, such as C0123ABCD) to bot.yaml",
@@ -589,7 +658,7 @@ class SlackTransport:
                 permanent=True,
             )
         client = self._client
-        if client is None:
+        if client is None or channel_id is None:
             raise DeliveryError("the Slack transport is not connected", resource=where)
         lock = self._locks.setdefault(channel_id, asyncio.Lock())
         async with lock:
@@ -612,8 +681,15 @@ class SlackTransport:
             await self._post(client, alert_message(alert, key, channel_id), key, where)
 
     async def was_delivered(self, channel: ChannelName, alert: Alert, key: str) -> bool:
-        channel_id = self._channels.get(channel)
         client = self._client
+        user = dm_user(channel)
+        if user is not None and client is not None:
+            try:
+                channel_id: str | None = await self._direct_channel(client, user)
+            except DeliveryError:
+                return False  # send() says why
+        else:
+            channel_id = self._channels.get(channel)
         if channel_id is None or client is None:
             return False
         found = await self._find_posted(client, channel_id, alert, key)
@@ -723,6 +799,20 @@ class SlackTransport:
             await self._on_slash(ack, command, respond, request)
 
         app.command(self.command)(on_slash)
+
+        async def on_home_opened(event: dict[str, Any]) -> None:
+            if event.get("tab", "home") == "home" and event.get("user"):
+                self._spawn(self._publish_home(str(event["user"])), "slack-home")
+
+        async def on_unfollow(ack: AsyncAck, body: dict[str, Any], action: dict[str, Any]) -> None:
+            await ack()  # first: Slack gives up after 3 s
+            user = str((body.get("user") or {}).get("id") or "")
+            key = str(action.get("value") or "")
+            if user and key:
+                self._spawn(self._unfollow_from_home(user, key), "slack-home-unfollow")
+
+        app.event("app_home_opened")(on_home_opened)
+        app.action(UNFOLLOW_ACTION)(on_unfollow)
         return app
 
     async def _connect_socket(self, app: AsyncApp) -> None:
@@ -852,6 +942,84 @@ class SlackTransport:
                     (response.body or "")[:200],
                 )
 
+    # -- App Home -----------------------------------------------------------------------------
+
+    def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
+        task = asyncio.create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _publish_home(self, user: str) -> None:
+        """Publish ``user``'s Home tab (a failure is logged: the next opening tries again)."""
+        provider, client = self._home, self._client
+        if provider is None or client is None:
+            return
+        try:
+            view = home_view_payload(await provider(user))
+            async with asyncio.timeout(self.timeouts.request):
+                await client.views_publish(user_id=user, view=view)
+        except asyncio.CancelledError:
+            raise
+        except (SlackApiError, *_NETWORK) as err:
+            code = _error_code(err) if isinstance(err, SlackApiError) else type(err).__name__
+            log.warning("slack: could not publish the Home tab user=%s error=%s", user, code)
+        except Exception:
+            log.exception("slack: the Home tab failed user=%s", user)
+
+    async def _unfollow_from_home(self, user: str, key: str) -> None:
+        """An Unfollow button: ``unfollow KEY`` for that person, then the page again."""
+        handler = self._on_command
+        if handler is None:
+            return
+        async with self._command_slots:
+            quoted = f'"{key}"'  # the key as it is, spaces and all (unfollow's quotes)
+            try:
+                await handler(Inbound("slack", user, None, f"unfollow {quoted}"))
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("slack: unfollow from the Home tab failed user=%s", user)
+        await self._publish_home(user)
+
+    # -- direct messages ----------------------------------------------------------------------
+
+    async def _direct_channel(self, client: AsyncWebClient, user: str) -> str:
+        """The id of ``user``'s direct messages with the bot (``conversations.open``)."""
+        known = self._direct.get(user)
+        if known is not None:
+            return known
+        where = f"direct messages of {user}"
+        try:
+            async with asyncio.timeout(self.timeouts.request):
+                response = await client.conversations_open(users=user)
+        except SlackApiError as err:
+            status, code = _status(err), _error_code(err)
+            if status == 429 or code == "ratelimited" or status >= 500 or code in _TRANSIENT:
+                raise DeliveryError(
+                    f"Slack could not open the direct messages now (HTTP {status}, {code})",
+                    resource=where,
+                ) from None
+            if code == "missing_scope":
+                fix = (
+                    "the bot token lacks the im:write scope (missing_scope): add it "
+                    "(docs/slack-app-manifest.yaml) and reinstall the app"
+                )
+            elif code in _NO_DM:
+                fix = f"{code}: Slack cannot open a direct message with this person"
+            else:
+                fix = f"Slack refused to open the direct messages (HTTP {status}, {code})"
+            raise DeliveryError(fix, resource=where, permanent=True) from None
+        except _NETWORK as err:
+            raise DeliveryError(
+                f"cannot reach Slack: {type(err).__name__}", resource=where
+            ) from None
+        data = response.data if isinstance(response.data, dict) else {}
+        channel_id = str((data.get("channel") or {}).get("id") or "")
+        if not channel_id:
+            raise DeliveryError("conversations.open gave no channel", resource=where)
+        self._direct[user] = channel_id
+        return channel_id
+
     # -- posting ------------------------------------------------------------------------------
 
     async def _pace(self, channel_id: str) -> None:
@@ -975,8 +1143,8 @@ class SlackTransport:
                         self._history_warned = True
                         log.warning(
                             "slack: cannot read the history of channel=%s (%s), so an "
-                            "interrupted post may be repeated; give the bot channels:history "
-                            "and groups:history (docs/slack-app-manifest.yaml)",
+                            "interrupted post may be repeated; give the bot channels:history, "
+                            "groups:history and im:history (docs/slack-app-manifest.yaml)",
                             channel_id,
                             code,
                         )

@@ -14,6 +14,14 @@
   ``ws://127.0.0.1:<port>/link/?ticket=…``; the socket says ``hello`` on connect.
   ``send_envelope`` pushes an envelope and returns the client's ack of that ``envelope_id``
   (Slack waits 3 s for it); ``send_disconnect`` asks the client to reconnect.
+- **direct messages and the Home tab**: ``conversations.open`` (scope ``im:write``) opens a
+  person's direct messages with the bot, a ``D…`` channel that ``chat.postMessage`` and
+  ``conversations.history`` take like any other (``direct(user)`` finds it); ``views.publish``
+  keeps each person's Home tab (``homes``), checked like Slack checks a view (``type: home``,
+  at most 100 blocks, buttons well formed). ``app_home_opened(user)`` and
+  ``block_actions(user, action_id, value)`` build what Slack sends when a person opens the tab
+  or presses a button: send them with ``send_envelope`` (``events_api``, ``interactive``) or
+  sign them with ``post_signed`` (``json=`` for events, ``form={"payload": …}`` for actions).
 - **response_url**: every slash command carries ``/commands/<team>/<n>/<secret>``; what is
   POSTed there (at most 5 times, as Slack allows) is recorded under ``n`` (``wait_response``).
 - **Slack calling an app in HTTP mode**: ``post_signed`` signs the exact bytes it sends with the
@@ -92,9 +100,12 @@ APP_ID = "A0TREATY"
 BOT_USER_ID = "U0BOTUSER"
 BOT_ID = "B0BOT"
 BOT_NAME = "treaty_watch"
-SCOPES = "chat:write,commands,channels:history,groups:history"
+SCOPES = "chat:write,commands,channels:history,groups:history,im:write,im:history"
 
 MAX_BLOCKS = 50
+MAX_VIEW_BLOCKS = 100
+MAX_BUTTON_TEXT = 75
+MAX_BUTTON_VALUE = 2_000
 MAX_SECTION = 3_000
 MAX_HEADER = 150
 MAX_TEXT = 40_000
@@ -129,6 +140,7 @@ async def post_signed(
     *,
     form: Mapping[str, str] | None = None,
     body: bytes | None = None,
+    json_body: Mapping[str, Any] | None = None,
     secret: str = SIGNING_SECRET,
     timestamp: int | None = None,
     signed_body: bytes | None = None,
@@ -142,14 +154,18 @@ async def post_signed(
 
     ``timestamp`` shifts the clock of the signature (stale or future requests); ``signed_body``
     signs other bytes than those sent (a tampered body); ``signature`` replaces the signature;
-    ``omit`` leaves headers out; ``retry_num`` marks a retry. Like Slack, gives up after
-    ``deadline`` seconds (``TimeoutError``).
+    ``omit`` leaves headers out; ``retry_num`` marks a retry. ``json_body`` is sent as JSON,
+    as Slack sends events. Like Slack, gives up after ``deadline`` seconds (``TimeoutError``).
     """
+    content_type = "application/x-www-form-urlencoded"
+    if json_body is not None:
+        body = json.dumps(json_body).encode()
+        content_type = "application/json"
     if body is None:
         body = urlencode(dict(form or {})).encode()
     stamp = str(int(time.time()) if timestamp is None else timestamp)
     headers = {
-        "Content-Type": "application/x-www-form-urlencoded",
+        "Content-Type": content_type,
         "X-Slack-Request-Timestamp": stamp,
         "X-Slack-Signature": signature
         or sign(secret, stamp, body if signed_body is None else signed_body),
@@ -326,6 +342,9 @@ class SlackStandIn:
         self.channels: dict[str, Channel] = {}
         self.calls: list[Call] = []
         self.responses: dict[int, list[dict[str, Any]]] = {}
+        self.homes: dict[str, list[dict[str, Any]]] = {}  # user -> every view published
+        self.directs: dict[str, str] = {}  # user -> the id of their direct messages
+        self.deactivated: set[str] = set()  # users no direct message can be opened with
         self.acks: list[Ack] = []
         self.frames: list[dict[str, Any]] = []  # every frame a Socket Mode client sent
         self.connections = 0  # Socket Mode connections opened so far
@@ -485,6 +504,82 @@ class SlackStandIn:
             "trigger_id": trigger_id or f"{n}.{uuid.uuid4().int % 10**12}.{uuid.uuid4().hex}",
         }
         return SlashCommand(payload, n)
+
+    def direct(self, user: str) -> str:
+        """The id of ``user``'s direct messages with the bot (once the bot opened them)."""
+        return self.directs[user]
+
+    def home(self, user: str) -> dict[str, Any]:
+        """The Home tab last published for ``user``."""
+        return self.homes[user][-1]
+
+    def app_home_opened(self, user: str, *, tab: str = "home") -> dict[str, Any]:
+        """The event Slack sends when ``user`` opens the bot's Home (or Messages) tab."""
+        now = time.time()
+        return {
+            "token": VERIFICATION_TOKEN,
+            "team_id": TEAM_ID,
+            "api_app_id": APP_ID,
+            "event": {
+                "type": "app_home_opened",
+                "user": user,
+                "channel": self.directs.get(user, "D0" + user.removeprefix("U")),
+                "tab": tab,
+                "event_ts": f"{now:.6f}",
+            },
+            "type": "event_callback",
+            "event_id": "Ev" + uuid.uuid4().hex[:10].upper(),
+            "event_time": int(now),
+            "authorizations": [
+                {
+                    "enterprise_id": None,
+                    "team_id": TEAM_ID,
+                    "user_id": BOT_USER_ID,
+                    "is_bot": True,
+                    "is_enterprise_install": False,
+                }
+            ],
+            "is_ext_shared_channel": False,
+        }
+
+    def block_actions(self, user: str, action_id: str, value: str) -> dict[str, Any]:
+        """What Slack sends when ``user`` presses a button of their Home tab."""
+        view = self.homes.get(user, [{}])[-1]
+        block_id = next(
+            (
+                str(b.get("block_id", ""))
+                for b in view.get("blocks", [])
+                if (b.get("accessory") or {}).get("value") == value
+            ),
+            "",
+        )
+        return {
+            "type": "block_actions",
+            "user": {
+                "id": user,
+                "username": user.lower(),
+                "name": user.lower(),
+                "team_id": TEAM_ID,
+            },
+            "api_app_id": APP_ID,
+            "token": VERIFICATION_TOKEN,
+            "container": {"type": "view", "view_id": "V0HOME"},
+            "trigger_id": f"{uuid.uuid4().int % 10**12}.{uuid.uuid4().hex}",
+            "team": {"id": TEAM_ID, "domain": "treaty-coalition"},
+            "enterprise": None,
+            "is_enterprise_install": False,
+            "view": {"id": "V0HOME", "type": "home", "blocks": view.get("blocks", [])},
+            "actions": [
+                {
+                    "action_id": action_id,
+                    "block_id": block_id,
+                    "text": {"type": "plain_text", "text": "Unfollow"},
+                    "value": value,
+                    "type": "button",
+                    "action_ts": f"{time.time():.6f}",
+                }
+            ],
+        }
 
     async def send_envelope(
         self,
@@ -680,6 +775,8 @@ class SlackStandIn:
             "auth.test": self._auth_test,
             "chat.postMessage": self._post_message,
             "conversations.history": self._history,
+            "conversations.open": self._open,
+            "views.publish": self._publish,
         }.get(method)
         if handler is None:
             return 200, {"ok": False, "error": "unknown_method"}, {}
@@ -785,6 +882,39 @@ class SlackStandIn:
             "response_metadata": {"next_cursor": str(start + limit) if more else ""},
         }
         return 200, body, {}
+
+    def _open(self, params: dict[str, Any]) -> tuple[int, dict[str, Any], dict[str, str]]:
+        users = [u for u in str(params.get("users") or "").split(",") if u]
+        if len(users) != 1:
+            return 200, {"ok": False, "error": "users_list_not_supplied"}, {}
+        user = users[0]
+        if not user.startswith(("U", "W")):
+            return 200, {"ok": False, "error": "user_not_found"}, {}
+        if user in self.deactivated:
+            return 200, {"ok": False, "error": "user_disabled"}, {}
+        if user not in self.directs:
+            channel_id = "D0" + user.removeprefix("U").removeprefix("W")
+            self.directs[user] = channel_id
+            self.channels[channel_id] = Channel(channel_id, user, private=True)
+        channel_id = self.directs[user]
+        return 200, {"ok": True, "channel": {"id": channel_id}}, {}
+
+    def _publish(self, params: dict[str, Any]) -> tuple[int, dict[str, Any], dict[str, str]]:
+        user = str(params.get("user_id") or "")
+        view = _json_field(params.get("view"), None)
+        if not user.startswith(("U", "W")):
+            return 200, {"ok": False, "error": "invalid_arguments"}, {}
+        if not isinstance(view, dict) or view.get("type") != "home":
+            return 200, {"ok": False, "error": "invalid_arguments"}, {}
+        blocks = view.get("blocks")
+        if not isinstance(blocks, list) or len(blocks) > MAX_VIEW_BLOCKS:
+            return 200, {"ok": False, "error": "invalid_arguments"}, {}
+        problem = _block_problem(blocks, limit=MAX_VIEW_BLOCKS)
+        if problem is not None:
+            return 200, {"ok": False, "error": "invalid_arguments", "errors": [problem]}, {}
+        self.homes.setdefault(user, []).append(view)
+        view_id = f"V0{len(self.homes[user]):08d}"
+        return 200, {"ok": True, "view": {"id": view_id, **view}}, {}
 
     def _next_ts(self) -> str:
         stamp = max(time.time(), self._last_ts + 0.000001)
@@ -1010,10 +1140,10 @@ def _json_field(value: Any, default: Any) -> Any:
     return value
 
 
-def _block_problem(blocks: list[Any]) -> str | None:
+def _block_problem(blocks: list[Any], *, limit: int = MAX_BLOCKS) -> str | None:
     """Why Slack would refuse these blocks (``invalid_blocks``), or ``None``."""
-    if len(blocks) > MAX_BLOCKS:
-        return f"no more than {MAX_BLOCKS} items allowed [json-pointer:/blocks]"
+    if len(blocks) > limit:
+        return f"no more than {limit} items allowed [json-pointer:/blocks]"
     for i, block in enumerate(blocks):
         if not isinstance(block, dict) or not isinstance(block.get("type"), str):
             return f"invalid block [json-pointer:/blocks/{i}]"
@@ -1034,6 +1164,25 @@ def _block_problem(blocks: list[Any]) -> str | None:
                 )
         elif kind not in ("divider", "context", "actions", "image", "rich_text"):
             return f"unsupported type {kind} [json-pointer:/blocks/{i}/type]"
+        accessory = block.get("accessory")
+        if accessory is not None and _button_problem(accessory):
+            return f"{_button_problem(accessory)} [json-pointer:/blocks/{i}/accessory]"
+    return None
+
+
+def _button_problem(element: Any) -> str | None:
+    """Why Slack would refuse this button, or ``None``."""
+    if not isinstance(element, dict) or element.get("type") != "button":
+        return "unsupported accessory"
+    text = element.get("text")
+    if not isinstance(text, dict) or text.get("type") != "plain_text":
+        return "a button's text must be plain_text"
+    if not 0 < len(str(text.get("text") or "")) <= MAX_BUTTON_TEXT:
+        return f"a button's text must be 1 to {MAX_BUTTON_TEXT} characters"
+    if len(str(element.get("value") or "")) > MAX_BUTTON_VALUE:
+        return f"a button's value must be at most {MAX_BUTTON_VALUE} characters"
+    if not 0 < len(str(element.get("action_id") or "")) <= 255:
+        return "a button needs an action_id of at most 255 characters"
     return None
 
 

@@ -13,6 +13,7 @@ import tracemalloc
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -22,9 +23,14 @@ import bot.polling
 import bot.sources.feeds
 from bot.configuration.models import FeedConfig
 from bot.domain.model import Alert, SourceRecord
+from bot.domain.planner import GROUP_MAX_CHARS, GROUP_MAX_ITEMS
+from bot.domain.text import Bullets
 from bot.polling import PollOutcome, poll_feed
 from bot.sources.feeds import ParsedFeed, ParseFailed, parse_feed
 from bot.sources.http import HttpFetcher
+from bot.transports.base import alert_rich
+from bot.transports.matrix import render_message
+from bot.transports.slack import render_blocks
 from tests.integration.feedserver import MB, FeedServer
 
 TZ = ZoneInfo("Europe/Vienna")
@@ -246,6 +252,118 @@ async def test_a_json_feed_works(server: FeedServer, poller: Poller) -> None:
     (alert,) = second.alerts
     assert alert.title == "Cybercrime convention update 3"
     assert alert.url == "https://e.org/j3"
+
+
+# ---------------------------------------------------------- bursts and re-issues
+
+
+def http_date(when: datetime) -> str:
+    return format_datetime(when, usegmt=True)
+
+
+def story(n: int, *, guid: str | None = None, pub: datetime | None = None) -> str:
+    """Item ``n`` of a publisher: its title and link are the story's, its guid may change."""
+    return item(
+        guid if guid is not None else f"s{n}",
+        f"Cybercrime convention story {n}",
+        link=f"https://www.unodc.org/news/story-{n}",
+        pub=http_date(pub) if pub is not None else None,
+    )
+
+
+def listed_links(alerts: list[Alert]) -> list[str]:
+    """The links grouped alerts list, in order."""
+    return [
+        str(entry[0].href)
+        for alert in alerts
+        for block in alert.body
+        if isinstance(block, Bullets)
+        for entry in block.items
+    ]
+
+
+async def test_a_burst_of_30_items_published_after_the_last_poll_reaches_the_channel_whole(
+    server: FeedServer, poller: Poller
+) -> None:
+    server.serve(PATH, FEED_V1)
+    await poller.poll()  # at T0: the last successful poll
+    burst = [story(n, pub=T0 + timedelta(seconds=20 * n)) for n in range(30)]
+    server.serve(PATH, rss(*reversed(burst), *OLD_ITEMS))
+    outcome = await poller.poll()
+    again = await poller.poll()
+
+    alerts = news(outcome)
+    assert len(alerts) == 2 and all(a.id.startswith("news-group:unodc:") for a in alerts)
+    assert all(a.channels == ("alerts",) for a in alerts)
+    links = [f"https://www.unodc.org/news/story-{n}" for n in range(30)]
+    assert listed_links(alerts) == links  # exactly the 30, each once, oldest first
+    for alert in alerts:
+        assert len(listed_links([alert])) <= GROUP_MAX_ITEMS
+        assert len(alert.text) <= GROUP_MAX_CHARS
+        # and each part fits each platform whole: nothing is cut on Slack or on Matrix
+        sections, _ = render_blocks(alert_rich(alert), alert.url)
+        slack_text = "\n".join(block["text"]["text"] for block in sections)
+        _, matrix_html = render_message(alert_rich(alert))
+        for link in listed_links([alert]):
+            assert f"<{link}|" in slack_text and f'href="{link}"' in matrix_html
+    assert len(outcome.news) == 30
+    assert again.alerts == ()
+
+
+async def test_a_reissue_of_200_old_items_under_new_ids_is_one_summary(
+    server: FeedServer, poller: Poller
+) -> None:
+    server.serve(PATH, FEED_V1)
+    await poller.poll()
+    # a publisher re-issues its archive: ids never seen, dated weeks before the last poll
+    archive = [story(n, guid=f"r{n}", pub=T0 - timedelta(days=30, hours=n)) for n in range(200)]
+    server.serve(PATH, rss(*archive))
+    outcome = await poller.poll()
+
+    (summary,) = outcome.alerts
+    assert summary.id.startswith("news-reissue:unodc:")
+    assert summary.title == "UNODC news re-issued 200 items: not posted again"
+    assert summary.text == (
+        "UNODC news re-issued 200 items older than its last successful poll "
+        "(Mon 02 Mar 2026, 10:00 CET) under new ids. They are not posted again."
+    )
+    assert outcome.news == ()
+    assert len(poller.record.feed.seen) == 202
+
+
+async def test_the_same_stories_under_new_ids_without_dates_are_one_summary(
+    server: FeedServer, poller: Poller
+) -> None:
+    server.serve(PATH, rss(*(story(n, guid=f"a{n}") for n in range(200))))
+    await poller.poll()
+    server.serve(PATH, rss(*(story(n, guid=f"b{n}") for n in range(200))))
+    outcome = await poller.poll()
+
+    (summary,) = outcome.alerts
+    assert summary.text == (
+        "UNODC news re-issued 200 items already shown (the same title and link) under new "
+        "ids. They are not posted again."
+    )
+    assert outcome.news == ()
+
+
+async def test_genuine_items_that_come_with_a_reissue_are_posted(
+    server: FeedServer, poller: Poller
+) -> None:
+    server.serve(PATH, FEED_V1)
+    await poller.poll()
+    archive = [story(n, guid=f"r{n}", pub=T0 - timedelta(days=30, hours=n)) for n in range(200)]
+    fresh = [story(1000 + n, pub=T0 + timedelta(minutes=n + 1)) for n in range(3)]
+    server.serve(PATH, rss(*reversed(fresh), *archive))
+    outcome = await poller.poll()
+
+    summary, *posted = outcome.alerts
+    assert summary.id.startswith("news-reissue:")
+    assert "3 items that came with them are new: they are posted as usual." in summary.text
+    assert [a.url for a in posted] == [
+        f"https://www.unodc.org/news/story-{1000 + n}" for n in range(3)
+    ]
+    assert [n.key for n in outcome.news] == ["s1000", "s1001", "s1002"]
 
 
 # ------------------------------------------------------------------ nothing new

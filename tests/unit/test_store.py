@@ -420,3 +420,54 @@ def test_two_records_of_one_source_in_one_commit_leave_one_file(tmp_path: Path) 
     assert len(store.source("feed-1").feed.seen) == 4
     assert len(list(_seen_dir(path).iterdir())) == 1
     store.close()
+
+
+def test_fingerprints_live_with_the_seen_keys_and_older_files_have_none(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "state.json"
+    store = TinyDBStore(path)
+    printed = SourceRecord(
+        "feed-1", feed=FeedState(True, {"a": NOW, "b": NOW, "c": NOW}, {"a": "fp-a", "c": "fp-c"})
+    )
+    store.commit(Changes(sources=[printed, record(2)]))
+    store.close()
+    name = json.loads(path.read_text())["sources"]["1"]["seen_file"]
+    raw = json.loads((_seen_dir(path) / name).read_text())
+    assert codec.seen_from_json(raw) == {"a": NOW, "b": NOW, "c": NOW}  # what a reader of keys sees
+
+    reads: list[str] = []
+    real_read = SeenFiles.read
+    monkeypatch.setattr(SeenFiles, "read", lambda self, n: reads.append(n) or real_read(self, n))
+    store = TinyDBStore(path)
+    again = store.source("feed-1")
+    assert reads == []  # read when first looked at, once for keys and fingerprints
+    assert dict(again.feed.fingerprints) == {"a": "fp-a", "c": "fp-c"}
+    assert dict(again.feed.seen) == dict(printed.feed.seen) and reads == [name]
+    assert again == printed
+    # written back unchanged, the record keeps its file
+    store.commit(Changes(sources=[replace(again, health=SourceHealth(failures=1))]))
+    assert json.loads(path.read_text())["sources"]["1"]["seen_file"] == name
+    # a file written before fingerprints were kept: the keys load, the fingerprints are none
+    old = store.source("feed-2")
+    assert dict(old.feed.fingerprints) == {} and len(old.feed.seen) == 3
+    store.close()
+
+
+def test_follows_round_trip_per_person_and_an_empty_list_removes_it(tmp_path: Path) -> None:
+    from bot.domain.follows import Follow, Person
+
+    path = tmp_path / "state.json"
+    ann, bo = Person("slack", "U0ANN"), Person("matrix", "@bo:example.org")
+    theirs = (Follow("clause", "art-24", "24"), Follow("state", "Türkiye"), Follow("words", "a b"))
+    store = TinyDBStore(path)
+    assert store.follows() == {}
+    store.commit(Changes(follows={ann: theirs, bo: (Follow("words", "privacy"),)}))
+    store.commit(Changes(follows={bo: (Follow("words", "encryption"),)}))  # replaces bo's list
+    store.close()
+    again = TinyDBStore(path)
+    assert again.follows() == {ann: theirs, bo: (Follow("words", "encryption"),)}
+    again.commit(Changes(follows={ann: ()}))
+    assert again.follows() == {bo: (Follow("words", "encryption"),)}
+    again.close()
+    assert TinyDBStore(path, read_only=True).follows() == {bo: (Follow("words", "encryption"),)}
