@@ -90,7 +90,7 @@ def write_config(
     storage: Path,
     base: str,
     count: int = FEEDS,
-    channels: Mapping[str, Mapping[str, str]] | None = None,
+    channels: Mapping[str, Mapping[str, object]] | None = None,
     feed_channels: Sequence[str] | None = None,
     max_new_items: int | None = None,
 ) -> Path:
@@ -101,7 +101,7 @@ def write_config(
     raises the number of new items of one poll that are still posted one by one.
     """
     directory.mkdir(parents=True, exist_ok=True)
-    targets: dict[str, Mapping[str, str]] = {"alerts": {}, "ops": {}, **(channels or {})}
+    targets: dict[str, Mapping[str, object]] = {"alerts": {}, "ops": {}, **(channels or {})}
     inline = ", ".join(
         f"{name}: {{{', '.join(f'{k}: {v!r}' for k, v in target.items())}}}"
         for name, target in targets.items()

@@ -31,6 +31,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlencode
@@ -114,9 +115,11 @@ def tail(path: Path, lines: int = 40) -> str:
 Connected = Callable[[], Callable[[subprocess.Popen[bytes], Path], None]]
 
 
-def kill_at_random_moments(runs: Runs, rng: random.Random, connected: Connected) -> None:
-    """``KILLS`` runs, each SIGKILLed at a random moment (from the spawn or the connection)."""
-    for _ in range(KILLS):
+def kill_at_random_moments(
+    runs: Runs, rng: random.Random, connected: Connected, kills: int = KILLS
+) -> None:
+    """``kills`` runs, each SIGKILLed at a random moment (from the spawn or the connection)."""
+    for _ in range(kills):
         from_spawn = rng.random() < FROM_SPAWN
         delay = rng.uniform(*KILL_WINDOW)
         wait = connected()
@@ -141,9 +144,21 @@ def wait_for_log(proc: subprocess.Popen[bytes], log: Path, text: str) -> None:
 # ----------------------------------------------------------------------------- Slack
 
 
-def test_slack_posts_every_item_once_across_sigkills(tmp_path: Path) -> None:
+def quiet_until_soon() -> tuple[dict[str, str], datetime]:
+    """Quiet hours that began an hour ago and end at the first minute at least 30 s away."""
+    now = datetime.now(UTC)
+    end = (now + timedelta(seconds=30)).replace(second=0, microsecond=0) + timedelta(minutes=1)
+    frm = (now - timedelta(hours=1)).strftime("%H:%M")
+    return {"from": frm, "to": end.strftime("%H:%M"), "timezone": "UTC"}, end
+
+
+@pytest.mark.parametrize("quiet", [False, True], ids=["immediate", "quiet-hours"])
+def test_slack_posts_every_item_once_across_sigkills(tmp_path: Path, quiet: bool) -> None:
+    """With quiet hours, the kills also land while alerts are held and while the held ones
+    are released as grouped messages at the end of the quiet hours."""
     rng = random.Random(SEED)
     slack_ids = {name: f"C0{name.upper().replace('-', '')}" for name in CHANNELS}
+    hours, quiet_end = quiet_until_soon()
     with growing_feeds(per_request=PER_REQUEST) as (state, base), SlackStandIn() as slack:
         for name, channel_id in slack_ids.items():
             slack.add_channel(channel_id, name)
@@ -151,7 +166,10 @@ def test_slack_posts_every_item_once_across_sigkills(tmp_path: Path) -> None:
             tmp_path / "cfg",
             storage=tmp_path / "data" / "state.json",
             base=base,
-            channels={name: {"slack": channel_id} for name, channel_id in slack_ids.items()},
+            channels={
+                name: {"slack": channel_id, **({"quiet": hours} if quiet else {})}
+                for name, channel_id in slack_ids.items()
+            },
             feed_channels=CHANNELS,
         )
         env = bot_env(
@@ -173,6 +191,10 @@ def test_slack_posts_every_item_once_across_sigkills(tmp_path: Path) -> None:
         try:
             runs.once()  # records each feed's first, empty, poll
             kill_at_random_moments(runs, rng, connected)
+            if quiet:  # on until the quiet hours are over and their release is under way
+                while datetime.now(UTC) < quiet_end + timedelta(seconds=2):
+                    kill_at_random_moments(runs, rng, connected, kills=2)
+                kill_at_random_moments(runs, rng, connected, kills=4)
             for _ in range(2):
                 runs.once()  # clean rounds deliver whatever the kills left behind
         finally:
@@ -187,16 +209,19 @@ def test_slack_posts_every_item_once_across_sigkills(tmp_path: Path) -> None:
         # a post whose sender was killed is still answered (and so recorded) by the stand-in
         slack.sync(slack.wait_until(answered, "an answer to every chat.postMessage"))
         posted: list[str] = []
+        releases = 0
         for channel_id in slack_ids.values():
             for message in slack.messages(channel_id):
                 titles = titles_in(message.text)  # one, or each item of a grouped message
                 assert titles, message.text
                 posted.extend(titles)
+                releases += "held during the channel" in message.text.casefold()
         checks = len(slack.calls_to("conversations.history"))
         print(f"slack: {len(posted)} posts, {checks} history checks\n{runs.summary()}")
     assert_exactly_once(posted, state.snapshot(), minimum=FEEDS * 3)
     # and the kills did leave rows in "sending", which were looked up before any repost
     assert checks > 0, "no kill landed between a row's sending and sent marks"
+    assert (releases > 0) == quiet  # what the quiet hours held came as their release
 
 
 # ----------------------------------------------------------------------------- Matrix

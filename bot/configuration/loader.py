@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import typing
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -153,13 +154,20 @@ def _dotted(loc: Sequence[str | int]) -> str:
 def _model_fields(model: type[BaseModel], loc: Sequence[str | int]) -> list[str]:
     """The keys allowed at ``loc`` (for "did you mean" suggestions)."""
     current: Any = model
+    named_keys = False  # the next part is a key of a map (a channel's name), not a field
     for part in loc:
         if isinstance(part, int):
             continue
+        if named_keys:
+            named_keys = False
+            continue
         if isinstance(current, type) and issubclass(current, BaseModel):
-            field = current.model_fields.get(part)
+            field = current.model_fields.get(part) or next(
+                (f for f in current.model_fields.values() if f.alias == part), None
+            )
             if field is None:
                 return []
+            named_keys = typing.get_origin(field.annotation) is dict
             current = _inner_model(field.annotation)
         else:
             return []

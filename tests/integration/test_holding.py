@@ -168,6 +168,8 @@ def test_bad_times_days_and_kinds_are_reported_with_their_line(
           alerts:
             digest: {{at: "25:00", days: [mon, funday], kinds: [gossip]}}
             quiet: {{from: "22:00", to: "22:00"}}
+          ops:
+            quiet: {{from: "22:00", to: "07:00", timezon: UTC}}
         """
     )
     with pytest.raises(ConfigError) as raised:
@@ -187,3 +189,7 @@ def test_bad_times_days_and_kinds_are_reported_with_their_line(
         or problems
     )
     assert any("bot.yaml:5: channels.alerts.quiet" in p and "different" in p for p in problems)
+    assert (
+        "bot.yaml:7: channels.ops.quiet.timezon: unknown key 'timezon'; did you mean 'timezone'?"
+        in problems
+    ), problems
