@@ -34,6 +34,7 @@ from bot.configuration.models import (
     Config,
     DepositaryConfig,
     FeedConfig,
+    HttpSettings,
 )
 from bot.delivery import Outbox
 from bot.domain import messages
@@ -63,7 +64,7 @@ from bot.domain.planner import digest, next_poll_delay
 from bot.domain.sessions import ChangePlan, Snapshot, plan_changes, plan_reminders
 from bot.domain.text import render_plain
 from bot.domain.treaty import TreatySnapshot, projection
-from bot.errors import ConfigError, DeliveryError, Problem, StoreError
+from bot.errors import ConfigError, DeliveryError, Problem, StoreError, TreatyBotError
 from bot.metrics import Metrics
 from bot.people import FollowBook, person_of
 from bot.polling import PollOutcome, feed_rule, poll_calendar, poll_depositary, poll_feed
@@ -109,6 +110,22 @@ SESSIONS_EVERY = timedelta(seconds=30)
 
 #: Where the bot's HTTP server serves the timeline as an iCalendar feed.
 CALENDAR_PATH = "/calendar.ics"
+
+
+def listen_address(http: HttpSettings, environ: Mapping[str, str]) -> tuple[str, int]:
+    """Where the HTTP server listens: ``http.host``/``http.port`` of bot.yaml; on a platform
+    that gives the port in ``PORT`` (Procfile platforms), 0.0.0.0:$PORT, unless bot.yaml sets
+    the port (or the host) itself."""
+    given = http.model_fields_set
+    value = environ.get("PORT", "").strip()
+    if not value or "port" in given:
+        return http.host, http.port
+    if not value.isdigit() or not 0 < int(value) < 65536:
+        raise TreatyBotError(
+            f"PORT={value[:20]!r} in the environment is not a port number (1-65535)",
+            resource="http server",
+        )
+    return (http.host if "host" in given else "0.0.0.0"), int(value)
 
 
 def _kind(source: SourceConfig) -> SourceKind:
@@ -210,6 +227,7 @@ class App:
                 if self._given_transports is not None
                 else self._build_transports()
             )
+            self.metrics.start(self.transports, self.transports)
             if "console" in self.transports and not self.dry_run:
                 self.console.open_journal(self.config.bot.storage + ".console")
             self.outbox = Outbox(
@@ -785,11 +803,11 @@ class App:
             ",".join(self.transports),
             self.config.bot.storage,
         )
-        http = self.config.bot.http
-        if http.port:
+        host, port = listen_address(self.config.bot.http, self.environ)
+        if port:
             from bot.web import WebServer  # only a running bot serves HTTP
 
-            self.web = WebServer(http.host, http.port, self.metrics, self.health_problems)
+            self.web = WebServer(host, port, self.metrics, self.health_problems)
             self.web.serve_calendar(CALENDAR_PATH, self.calendar_ics)
             slack = self.transports.get("slack")
             if self.config.bot.slack.mode == "http" and slack is not None:

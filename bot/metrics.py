@@ -2,7 +2,18 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from collections.abc import Iterable
+
+from prometheus_client import (
+    GC_COLLECTOR,
+    PLATFORM_COLLECTOR,
+    PROCESS_COLLECTOR,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 POLL_OUTCOMES = ("ok", "not_modified", "http_error", "timeout", "parse_error")
@@ -17,6 +28,9 @@ class Metrics:
         self.registry = CollectorRegistry(auto_describe=True)
         self.max_lag = 0.0
         r = self.registry
+        # the process's resident memory, CPU, open files, and Python's collector and version
+        for standard in (PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR):
+            r.register(standard)
         self.polls = Counter(
             "treatybot_polls",
             "Polls of feeds and calendars by outcome",
@@ -72,6 +86,18 @@ class Metrics:
         self.up_since = Gauge(
             "treatybot_start_time_seconds", "When the bot started (Unix time)", registry=r
         )
+
+    def start(self, transports: Iterable[str], platforms: Iterable[str]) -> None:
+        """Create the series known at start at zero, so that a dashboard or an alert rule
+        reads 0 from the first scrape instead of nothing until the first event."""
+        for transport in transports:
+            self.alerts_queued.labels(transport=transport)
+            self.alerts_sent.labels(transport=transport)
+            for permanent in ("true", "false"):
+                self.alerts_failed.labels(transport=transport, permanent=permanent)
+            self.delivery_latency.labels(transport=transport)
+        for platform in platforms:
+            self.command_latency.labels(platform=platform)
 
     def record_poll(self, source: str, outcome: str, items: int = 0) -> None:
         label = outcome if outcome in POLL_OUTCOMES else _fold(outcome)

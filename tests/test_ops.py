@@ -131,3 +131,89 @@ async def test_health_turns_unhealthy_without_successful_polls(
         assert app.health_problems() == []
         app.request_stop()
         assert "the scheduler is not running" in app.health_problems()
+
+
+HONCHO = (sys.executable, "-m", "honcho")
+
+
+def test_the_procfile_runs_one_bot_listening_on_port(tmp_path: Path) -> None:
+    """The Procfile as a Procfile runner starts it: one process, the HTTP server on $PORT (on
+    every address), /healthz answering, and /metrics with every known series from the first
+    scrape."""
+    port = free_port()
+    config = tmp_path / "cfg"
+    config.mkdir()
+    (config / "bot.yaml").write_text(
+        f"storage: {tmp_path / 'state.json'}\nchannels: {{alerts: {{}}, ops: {{}}}}\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SLACK_", "MATRIX_"))}
+    env["TREATY_BOT_CONFIG"] = str(config)
+    env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
+    runner = subprocess.Popen(
+        [*HONCHO, "-f", str(REPO / "Procfile"), "-d", str(tmp_path), "start", "-p", str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert runner.poll() is None, runner.communicate()[0]
+            try:
+                status, body = get(f"http://127.0.0.1:{port}/healthz")
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "nothing listens on $PORT"
+                time.sleep(0.1)  # polling the port, under the deadline above
+        assert (status, json.loads(body)["status"]) == (200, "ok")
+        # listening on every address, not only loopback: reachable by the host's own address
+        with socket.socket() as probe:
+            probe.settimeout(5)
+            probe.connect((socket.gethostbyname(socket.gethostname()), port))
+        _, text = get(f"http://127.0.0.1:{port}/metrics")
+        for series in (
+            'treatybot_alerts_queued_total{transport="console"} 0.0',
+            'treatybot_alerts_sent_total{transport="console"} 0.0',
+            'treatybot_alerts_failed_total{permanent="true",transport="console"} 0.0',
+            'treatybot_delivery_latency_seconds_count{transport="console"} 0.0',
+            'treatybot_command_latency_seconds_count{platform="console"} 0.0',
+        ):
+            assert series in text, series
+        for standard in ("process_resident_memory_bytes", "process_open_fds", "python_gc_"):
+            assert standard in text, standard
+    finally:
+        runner.send_signal(signal.SIGTERM)  # the runner passes it on to what it started
+        try:
+            out, _ = runner.communicate(timeout=60)
+        finally:
+            if runner.poll() is None:
+                os.killpg(runner.pid, signal.SIGKILL)
+    started = [
+        line.split("|", 1)[1].split()[0]
+        for line in out.splitlines()
+        if "|" in line and " started (pid=" in line
+    ]
+    assert started == ["web.1"], out  # one bot for one state file
+    assert "level=error" not in out and "level=warning" not in out, out
+
+
+def test_port_from_the_environment_and_what_bot_yaml_says() -> None:
+    import pytest
+
+    from bot.app import listen_address
+    from bot.configuration.models import HttpSettings
+    from bot.errors import TreatyBotError
+
+    default = HttpSettings()
+    assert listen_address(default, {}) == ("127.0.0.1", 8080)
+    assert listen_address(default, {"PORT": "5000"}) == ("0.0.0.0", 5000)
+    port_set = HttpSettings.model_validate({"port": 9000})
+    assert listen_address(port_set, {"PORT": "5000"}) == ("127.0.0.1", 9000)  # bot.yaml wins
+    host_set = HttpSettings.model_validate({"host": "10.0.0.5"})
+    assert listen_address(host_set, {"PORT": "5000"}) == ("10.0.0.5", 5000)
+    off = HttpSettings.model_validate({"port": 0})
+    assert listen_address(off, {"PORT": "5000"}) == ("127.0.0.1", 0)
+    with pytest.raises(TreatyBotError, match="PORT='http' in the environment is not a port"):
+        listen_address(default, {"PORT": "http"})

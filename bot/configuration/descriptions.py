@@ -50,7 +50,9 @@ DESCRIPTIONS: dict[str, dict[str, str]] = {
         "http": "The bot's own HTTP server: /healthz, /metrics, /calendar.ics and Slack's "
         "HTTP endpoint.",
         "http.host": "The address to listen on; 127.0.0.1 keeps it private to the machine.",
-        "http.port": "The port; 0 turns the server off (not possible in Slack http mode).",
+        "http.port": "The port; 0 turns the server off (not possible in Slack http mode). "
+        "Without it: 8080, or $PORT on 0.0.0.0 where the environment gives PORT (Procfile "
+        "platforms).",
         "http.public_url": "Where the world reaches this server (e.g. https://bot.example.org), "
         "if it does: `next-session`, `sessions` and reminders then invite members to subscribe "
         "to the timeline at <public_url>/calendar.ics.",

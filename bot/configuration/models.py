@@ -290,6 +290,17 @@ class FetchSettings(Strict):
     backoff_cap: Duration = timedelta(hours=6)
 
 
+def _empty_section(value: Any) -> Any:
+    return {} if value is None else value
+
+
+def _or_empty(schema: dict[str, Any]) -> None:
+    """In the JSON Schema too, a section whose keys are all commented out is allowed."""
+    ref = schema.pop("$ref", None)
+    if ref is not None:
+        schema["anyOf"] = [{"$ref": ref}, {"type": "null"}]
+
+
 class BotFile(Strict):
     timezone: TimeZoneName = "UTC"
     storage: Annotated[str, Field(min_length=1)] = "data/treaty-bot.json"
@@ -298,7 +309,10 @@ class BotFile(Strict):
     )
     reminders: ReminderSettings = Field(default_factory=ReminderSettings)
     slack: SlackSettings = Field(default_factory=SlackSettings)
-    http: HttpSettings = Field(default_factory=HttpSettings)
+    # a section whose keys are all commented out reads as empty, not as a mistake
+    http: Annotated[HttpSettings, BeforeValidator(_empty_section)] = Field(
+        default_factory=HttpSettings, json_schema_extra=_or_empty
+    )
     matrix: MatrixSettings = Field(default_factory=MatrixSettings)
     admins: Admins = Field(default_factory=Admins)
     fetch: FetchSettings = Field(default_factory=FetchSettings)

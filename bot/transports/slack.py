@@ -477,6 +477,25 @@ def _command_key(command: Mapping[str, Any], body: str) -> str:
 # ----------------------------------------------------------------------------- the transport
 
 
+class _QuietBolt(logging.Filter):
+    """Drops bolt's warnings that the token it found in SLACK_BOT_TOKEN is unused: the
+    transport gives bolt a client that holds the token and an ``authorize`` function on
+    purpose, and an operator would read those warnings as something to fix."""
+
+    UNUSED_TOKEN = ("`token` will be unused", "`token` (or SLACK_BOT_TOKEN env variable)")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not any(text in message for text in self.UNUSED_TOKEN)
+
+
+def _bolt_logger() -> logging.Logger:
+    logger = logging.getLogger(f"{__name__}.bolt")
+    if not any(isinstance(f, _QuietBolt) for f in logger.filters):
+        logger.addFilter(_QuietBolt())
+    return logger
+
+
 class SlackTransport:
     """Alerts and answers in Slack (see the module docstring for the guarantees)."""
 
@@ -774,7 +793,8 @@ class SlackTransport:
                 raise RuntimeError("SlackTransport authorizes only after auth.test")
             return auth
 
-        # Every value is given, so that bolt reads nothing from the environment.
+        # Every value is given, so that bolt reads nothing from the environment (but
+        # SLACK_BOT_TOKEN, which it reads whatever it is given: see _QuietBolt).
         app = AsyncApp(
             name="treaty-bot",
             client=AsyncWebClient(
@@ -787,7 +807,7 @@ class SlackTransport:
             request_verification_enabled=http,
             ssl_check_enabled=http,
             url_verification_enabled=http,
-            logger=logging.getLogger(f"{__name__}.bolt"),
+            logger=_bolt_logger(),
         )
 
         async def on_slash(

@@ -947,3 +947,31 @@ async def test_a_command_delivered_four_times_runs_once(
     await slack.wait_response(later.response)
     assert commands.texts == ["status", "clauses"]
     assert len(slack.responses[command.response]) == 1
+
+
+@pytest.mark.parametrize("mode", ["socket", "http"])
+async def test_a_clean_start_logs_no_warning(
+    make_transport: Make,
+    commands: Commands,
+    slack: SlackStandIn,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    mode: str,
+) -> None:
+    # as deployed: the tokens are in the environment, where bolt also looks for them
+    monkeypatch.setenv("SLACK_BOT_TOKEN", BOT_TOKEN)
+    monkeypatch.setenv("SLACK_APP_TOKEN", APP_TOKEN)
+    monkeypatch.setenv("SLACK_SIGNING_SECRET", SIGNING_SECRET)
+    caplog.set_level(logging.DEBUG)
+    http = mode == "http"
+    transport = make_transport(
+        mode=mode,
+        app_token=None if http else APP_TOKEN,
+        signing_secret=SIGNING_SECRET if http else None,
+    )
+    await transport.start(commands)
+    if not http:
+        await slack.wait_connected()
+    assert transport.problem() is None
+    noisy = [f"{r.name}: {r.getMessage()}" for r in caplog.records if r.levelno >= logging.WARNING]
+    assert noisy == []
