@@ -548,18 +548,25 @@ def _treaty_unavailable(view: CommandView) -> Reply | None:
     return None
 
 
-def _ratifications_answer(command: Command, view: CommandView, now: datetime) -> Reply:
+def _record(view: CommandView) -> tuple[TreatyView, TreatyStatus] | Reply:
+    """The depositary's record, or the answer that says why there is none."""
     unavailable = _treaty_unavailable(view)
-    if unavailable is not None or view.treaty is None or view.treaty.status is None:
-        assert unavailable is not None
+    if unavailable is not None:
         return unavailable
-    t = view.treaty
-    assert t.status is not None
+    assert view.treaty is not None and view.treaty.status is not None
+    return view.treaty, view.treaty.status
+
+
+def _ratifications_answer(command: Command, view: CommandView, now: datetime) -> Reply:
+    record = _record(view)
+    if isinstance(record, Reply):
+        return record
+    t, status = record
     body = replies.ratifications_body(
-        len(treaty.signatories(t.status)),
-        len(treaty.parties(t.status)),
-        treaty.standing(t.status, t.rule),
-        treaty.latest_actions(t.status, replies.LATEST_SHOWN),
+        len(treaty.signatories(status)),
+        len(treaty.parties(status)),
+        treaty.standing(status, t.rule),
+        treaty.latest_actions(status, replies.LATEST_SHOWN),
         t.source,
         t.as_of,
         t.problem,
@@ -570,15 +577,13 @@ def _ratifications_answer(command: Command, view: CommandView, now: datetime) ->
 
 
 def _country_answer(command: Command, view: CommandView, now: datetime) -> Reply:
-    unavailable = _treaty_unavailable(view)
-    if unavailable is not None or view.treaty is None or view.treaty.status is None:
-        assert unavailable is not None
-        return unavailable
-    t = view.treaty
-    assert t.status is not None
+    record = _record(view)
+    if isinstance(record, Reply):
+        return record
+    t, status = record
     query = command.query or ""
-    match = find_state(query, [p.name for p in t.status.participants])
-    participant = t.status.participant(match.found) if match.found else None
+    match = find_state(query, [p.name for p in status.participants])
+    participant = status.participant(match.found) if match.found else None
     if participant is None:
         return Reply(
             replies.UNKNOWN_STATE_TITLE,
@@ -589,7 +594,7 @@ def _country_answer(command: Command, view: CommandView, now: datetime) -> Reply
     return Reply(
         replies.country_title(participant.name),
         replies.country_body(
-            participant, t.status.statements_of(participant.name), t.source, t.as_of, view.tz
+            participant, status.statements_of(participant.name), t.source, t.as_of, view.tz
         ),
         command.share,
     )

@@ -509,18 +509,23 @@ def several_clauses_body(query: str, clauses: Sequence[Clause]) -> Rich:
 UNKNOWN_CLAUSE_TITLE = "Unknown clause"
 
 
+def did_you_mean(command: str, close: Sequence[str]) -> Paragraph:
+    """``Did you mean `clause 4` or `clause 5`?``"""
+    spans: list[Span] = [Span("Did you mean ")]
+    for index, candidate in enumerate(close):
+        if index:
+            spans.append(Span(" or "))
+        spans.append(code(f"{command} {candidate}"))
+    spans.append(Span("?"))
+    return Paragraph(tuple(spans))
+
+
 def unknown_clause_body(query: str, close: Sequence[str]) -> Rich:
     blocks: list[Block] = [
         para("No tracked clause matches “", Span(shorten(query, ECHO_LIMIT)), "”."),
     ]
     if close:
-        spans: list[Span] = [Span("Did you mean ")]
-        for index, candidate in enumerate(close):
-            if index:
-                spans.append(Span(" or "))
-            spans.append(code(f"clause {candidate}"))
-        spans.append(Span("?"))
-        blocks.append(Paragraph(tuple(spans)))
+        blocks.append(did_you_mean("clause", close))
     blocks.append(para("Try ", code("clauses all"), " for the list."))
     return tuple(blocks)
 
@@ -830,13 +835,7 @@ def unknown_state_body(query: str, close: Sequence[str]) -> Rich:
         para("No participant of the treaty matches “", Span(shorten(query, ECHO_LIMIT)), "”."),
     ]
     if close:
-        spans: list[Span] = [Span("Did you mean ")]
-        for index, candidate in enumerate(close):
-            if index:
-                spans.append(Span(" or "))
-            spans.append(code(f"country {candidate}"))
-        spans.append(Span("?"))
-        blocks.append(Paragraph(tuple(spans)))
+        blocks.append(did_you_mean("country", close))
     blocks.append(
         para(
             "Only states that signed or joined the Convention are listed; ",

@@ -23,7 +23,7 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from bot.errors import StoreCorrupt, StoreError
 
@@ -126,62 +126,25 @@ class SeenFiles:
                 os.unlink(self.directory / name)
 
 
-class StoredSeen(Mapping[str, datetime]):
-    """The seen keys of one source as its file holds them, read when first looked at.
-
-    Most polls end in a 304 or an unchanged body and never look at the keys; only a body that
-    is parsed and planned reads the file. A record holding this mapping, written back as it is,
-    keeps naming the same file (nothing to write). A file that cannot be read raises the
-    store's error where the keys are first needed: the poll of that source fails alone.
-    """
-
-    __slots__ = ("_count", "_keys", "_read", "name")
-
-    def __init__(self, name: str, count: int, read: Callable[[], dict[str, datetime]]) -> None:
-        self.name = name
-        self._count = count
-        self._read = read
-        self._keys: dict[str, datetime] | None = None
-
-    def _load(self) -> dict[str, datetime]:
-        if self._keys is None:
-            self._keys = self._read()
-        return self._keys
-
-    def __getitem__(self, key: str) -> datetime:
-        return self._load()[key]
-
-    def __contains__(self, key: object) -> bool:
-        return key in self._load()
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._load())
-
-    def __len__(self) -> int:
-        return self._count if self._keys is None else len(self._keys)
-
-    def __repr__(self) -> str:
-        unread = "" if self._keys is not None else ", unread"
-        return f"StoredSeen({self.name!r}, {len(self)} keys{unread})"
+V = TypeVar("V")
 
 
-class StoredFingerprints(Mapping[str, str]):
-    """The fingerprints of one source's seen keys, from the same file as ``StoredSeen``, read
-    when first looked at (the file is read once for both: see ``TinyDBStore``)."""
+class _StoredMapping(Mapping[str, V]):
+    """A mapping held in a file, read when first looked at (``read`` gives it)."""
 
-    __slots__ = ("_prints", "_read", "name")
+    __slots__ = ("_read", "_values", "name")
 
-    def __init__(self, name: str, read: Callable[[], dict[str, str]]) -> None:
+    def __init__(self, name: str, read: Callable[[], dict[str, V]]) -> None:
         self.name = name
         self._read = read
-        self._prints: dict[str, str] | None = None
+        self._values: dict[str, V] | None = None
 
-    def _load(self) -> dict[str, str]:
-        if self._prints is None:
-            self._prints = self._read()
-        return self._prints
+    def _load(self) -> dict[str, V]:
+        if self._values is None:
+            self._values = self._read()
+        return self._values
 
-    def __getitem__(self, key: str) -> str:
+    def __getitem__(self, key: str) -> V:
         return self._load()[key]
 
     def __contains__(self, key: object) -> bool:
@@ -193,6 +156,36 @@ class StoredFingerprints(Mapping[str, str]):
     def __len__(self) -> int:
         return len(self._load())
 
+
+class StoredSeen(_StoredMapping[datetime]):
+    """The seen keys of one source as its file holds them, read when first looked at.
+
+    Most polls end in a 304 or an unchanged body and never look at the keys; only a body that
+    is parsed and planned reads the file. A record holding this mapping, written back as it is,
+    keeps naming the same file (nothing to write). A file that cannot be read raises the
+    store's error where the keys are first needed: the poll of that source fails alone.
+    """
+
+    __slots__ = ("_count",)
+
+    def __init__(self, name: str, count: int, read: Callable[[], dict[str, datetime]]) -> None:
+        super().__init__(name, read)
+        self._count = count
+
+    def __len__(self) -> int:
+        return self._count if self._values is None else len(self._values)
+
     def __repr__(self) -> str:
-        unread = "" if self._prints is not None else ", unread"
+        unread = "" if self._values is not None else ", unread"
+        return f"StoredSeen({self.name!r}, {len(self)} keys{unread})"
+
+
+class StoredFingerprints(_StoredMapping[str]):
+    """The fingerprints of one source's seen keys, from the same file as ``StoredSeen``, read
+    when first looked at (the file is read once for both: see ``TinyDBStore``)."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        unread = "" if self._values is not None else ", unread"
         return f"StoredFingerprints({self.name!r}{unread})"
