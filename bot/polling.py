@@ -217,6 +217,35 @@ async def fetch_calendar(
     return Fetched(body, None, None, kind, calendar.url)
 
 
+def _health_rule(
+    source: CalendarConfig | DepositaryConfig, kind: str, ops: tuple[str, ...]
+) -> HealthRule:
+    return HealthRule(
+        source.id,
+        source.name,
+        kind,
+        source.failures_before_alert,
+        tuple(ChannelName(c) for c in ops),
+    )
+
+
+async def _new_body(
+    fetcher: HttpFetcher,
+    source: CalendarConfig | DepositaryConfig,
+    record: SourceRecord,
+    hrule: HealthRule,
+    now: datetime,
+    initialized: bool,
+    respect_retry_after: bool,
+) -> PollOutcome | tuple[Fetched, str]:
+    """The outcome of a poll that brings nothing to parse (backing off, failed, unchanged),
+    or the new body and its digest."""
+    if respect_retry_after and record.health.not_before and now < record.health.not_before:
+        return PollOutcome(source.id, record, (), (), False, "skipped")
+    result = await fetch_calendar(fetcher, source, record.validators)
+    return _without_new_content(source.id, record, hrule, result, now, initialized=initialized)
+
+
 async def poll_calendar(
     fetcher: HttpFetcher,
     calendar: CalendarConfig,
@@ -230,20 +259,9 @@ async def poll_calendar(
     parsers: Parsers | None = None,
 ) -> PollOutcome:
     """Fetch, parse (bounded) and diff one calendar against its last snapshot."""
-
-    hrule = HealthRule(
-        calendar.id,
-        calendar.name,
-        "calendar",
-        calendar.failures_before_alert,
-        tuple(ChannelName(c) for c in ops),
-    )
-    if respect_retry_after and record.health.not_before and now < record.health.not_before:
-        return PollOutcome(calendar.id, record, (), (), False, "skipped")
-
-    result = await fetch_calendar(fetcher, calendar, record.validators)
-    settled = _without_new_content(
-        calendar.id, record, hrule, result, now, initialized=snapshot.initialized
+    hrule = _health_rule(calendar, "calendar", ops)
+    settled = await _new_body(
+        fetcher, calendar, record, hrule, now, snapshot.initialized, respect_retry_after
     )
     if isinstance(settled, PollOutcome):
         return settled
@@ -318,18 +336,9 @@ async def poll_depositary(
 
     A document that is not the record, or one that lost too many rows, changes nothing and is
     a failed poll (its validators are not kept, so the next poll reads the document again)."""
-    hrule = HealthRule(
-        depositary.id,
-        depositary.name,
-        "depositary",
-        depositary.failures_before_alert,
-        tuple(ChannelName(c) for c in ops),
-    )
-    if respect_retry_after and record.health.not_before and now < record.health.not_before:
-        return PollOutcome(depositary.id, record, (), (), False, "skipped")
-    result = await fetch_calendar(fetcher, depositary, record.validators)
-    settled = _without_new_content(
-        depositary.id, record, hrule, result, now, initialized=snapshot.initialized
+    hrule = _health_rule(depositary, "depositary", ops)
+    settled = await _new_body(
+        fetcher, depositary, record, hrule, now, snapshot.initialized, respect_retry_after
     )
     if isinstance(settled, PollOutcome):
         return settled
