@@ -60,7 +60,8 @@ from bot.domain.model import (
     SourceRecord,
     SourceView,
 )
-from bot.domain.planner import digest, next_poll_delay
+from bot.domain.planner import digest
+from bot.domain.schedule import Schedule, Window, next_poll, session_windows
 from bot.domain.sessions import ChangePlan, Snapshot, plan_changes, plan_reminders
 from bot.domain.text import render_plain
 from bot.domain.treaty import TreatySnapshot, projection
@@ -128,6 +129,14 @@ def listen_address(http: HttpSettings, environ: Mapping[str, str]) -> tuple[str,
     return (http.host if "host" in given else "0.0.0.0"), int(value)
 
 
+def _schedule(source: SourceConfig) -> Schedule:
+    """Feeds adapt between every and every_max (and follow the sessions if they say so);
+    calendars and the depositary keep their interval."""
+    if isinstance(source, FeedConfig):
+        return Schedule(source.every, source.ceiling, source.during_sessions)
+    return Schedule(source.every, source.every)
+
+
 def _kind(source: SourceConfig) -> SourceKind:
     if isinstance(source, DepositaryConfig):
         return "depositary"
@@ -150,6 +159,10 @@ class SourceStatus:
     last_success: datetime | None = None
     items: int = 0
     moved_to: str | None = None
+    #: the adaptive interval reached, how the next poll was planned, and when it is due
+    interval: timedelta | None = None
+    mode: str | None = None
+    next_poll: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -204,6 +217,8 @@ class App:
         self._to_record: list[tuple[PollOutcome, asyncio.Future[None]]] = []
         self._recorder: asyncio.Task[None] | None = None
         self._config_seen = self._config_signature()
+        #: the session weeks of the timeline (the day before each session to its end)
+        self._windows: list[Window] = []
 
     # -- life cycle -------------------------------------------------------------------------
 
@@ -454,6 +469,9 @@ class App:
                     last_poll=status.last_poll,
                     last_outcome=status.last_outcome,
                     moved_to=status.moved_to,
+                    next_poll=status.next_poll,
+                    schedule=status.mode,
+                    interval=status.interval,
                 )
             )
         return views
@@ -659,6 +677,7 @@ class App:
         if computed is not None:
             snapshots[self.config.treaty_source().id] = computed.snapshot
         events = [e for snap in snapshots.values() for e in snap.events.values()]
+        self._windows = session_windows(events)
         first_seen = {k: t for snap in snapshots.values() for k, t in snap.first_seen.items()}
         reminder_plan = plan_reminders(
             events,
@@ -1045,9 +1064,22 @@ class App:
             log.exception("could not record a poll; it is repeated next time source=%s", feed.id)
             return timedelta(minutes=1)
         health = outcome.record.health
-        delay = next_poll_delay(feed.every, health.failures, self.config.bot.fetch.backoff_cap)
+        now = self.clock.now()
+        status = self.status.setdefault(feed.id, SourceStatus())
+        plan = next_poll(
+            _schedule(feed),
+            status.interval,
+            changed=outcome.outcome == "ok",
+            failures=health.failures,
+            backoff_cap=self.config.bot.fetch.backoff_cap,
+            server_wait=outcome.wait,
+            windows=self._windows,
+            now=now,
+        )
+        delay = plan.delay
         if health.not_before is not None:
-            delay = max(delay, health.not_before - self.clock.now())
+            delay = max(delay, health.not_before - now)
+        status.interval, status.mode, status.next_poll = plan.interval, plan.mode, now + delay
         return delay
 
     async def _record_soon(self) -> None:

@@ -58,6 +58,8 @@ class PollOutcome:
     items: int = 0
     snapshot: Snapshot | None = None
     treaty: TreatySnapshot | None = None
+    #: how long the server asked to be left alone (Cache-Control max-age, Retry-After)
+    wait: timedelta | None = None
 
 
 #: Parsing in threads, for callers that bring no ``Parsers`` of their own.
@@ -107,13 +109,25 @@ def _without_new_content(
     if isinstance(result, NotModified):
         h = plan_health(hrule, record.health, None, now)
         return PollOutcome(
-            source, replace(record, health=h.health), h.alerts, (), h.changed, "not_modified"
+            source,
+            replace(record, health=h.health),
+            h.alerts,
+            (),
+            h.changed,
+            "not_modified",
+            wait=result.wait,
         )
     body_hash = hashlib.sha256(result.body).hexdigest()
     if body_hash == record.validators.body_hash and initialized:
         h = plan_health(hrule, record.health, None, now)
         return PollOutcome(
-            source, replace(record, health=h.health), h.alerts, (), h.changed, "unchanged"
+            source,
+            replace(record, health=h.health),
+            h.alerts,
+            (),
+            h.changed,
+            "unchanged",
+            wait=result.wait,
         )
     return result, body_hash
 
@@ -180,6 +194,7 @@ async def poll_feed(
         "ok",
         None,
         len(parsed.items),
+        wait=fetched.wait,
     )
 
 

@@ -152,6 +152,11 @@ _FEED_KEYS = {
     "already shown or are dated over an hour before the last successful poll, the feed "
     "re-issued them: they are summarised in one alert and not posted again.",
     "failures_before_alert": "Failed polls in a row before the ops channel is told.",
+    "every_max": "The longest interval adaptive polling may reach for a feed that does not "
+    "change (default: 6 × every); `every` is the shortest. Set it to `every` for a fixed "
+    "schedule.",
+    "during_sessions": "Poll at this interval while a session of the timeline is on and "
+    "during the day before it starts, e.g. 5m.",
 }
 for _key, _text in _FEED_KEYS.items():
     DESCRIPTIONS["feeds.yaml"][f"defaults.{_key}"] = _text

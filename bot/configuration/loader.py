@@ -28,6 +28,7 @@ from bot.configuration.models import (
     resolve_depositary,
     resolve_feeds,
 )
+from bot.domain.durations import format_duration
 from bot.errors import ConfigError, Problem
 
 FILES: dict[str, type[BaseModel]] = {
@@ -323,6 +324,23 @@ def _cross_check(
     def ids(file: str, section: str) -> list[Any]:
         return [e.get("id") if isinstance(e, Mapping) else None for e in items(file, section)]
 
+    if feeds is not None:
+        for i, f in enumerate(feeds.feeds):
+            every = f.every if f.every is not None else feeds.defaults.every
+            ceiling = f.every_max if f.every_max is not None else feeds.defaults.every_max
+            if ceiling is not None and ceiling < every:
+                key = "every_max" if f.every_max is not None else "every"
+                at: list[str | int] = ["feeds", i, key]
+                problems.append(
+                    Problem(
+                        "feeds.yaml",
+                        docs["feeds.yaml"].line_of(at),
+                        _dotted(at),
+                        f"every_max ({format_duration(ceiling)}) is shorter than every "
+                        f"({format_duration(every)}): adaptive polling stretches the interval "
+                        "from every up to every_max",
+                    )
+                )
     source_ids: dict[str, str] = {}
     duplicates("feeds.yaml", "feeds", ids("feeds.yaml", "feeds"), source_ids)
     duplicates("sessions.yaml", "calendars", ids("sessions.yaml", "calendars"), source_ids)

@@ -30,6 +30,8 @@ from bot.domain.model import ChannelName, Clause, SessionEvent
 from bot.domain.treaty import EntryIntoForceRule, TreatySource
 
 MIN_INTERVAL = timedelta(minutes=1)
+#: Without every_max, adaptive polling may stretch a feed's interval up to this many times.
+ADAPTIVE_FACTOR = 6
 ID_PATTERN = r"^[a-z0-9][a-z0-9-]*$"
 
 
@@ -323,6 +325,8 @@ class BotFile(Strict):
 
 class FeedDefaults(Strict):
     every: Interval = timedelta(minutes=15)
+    every_max: Interval | None = None
+    during_sessions: Interval | None = None
     channels: list[ChannelRef] = Field(default_factory=lambda: ["alerts"])
     match: list[Term] = Field(default_factory=list)
     exclude: list[Term] = Field(default_factory=list)
@@ -336,6 +340,8 @@ class FeedEntry(Strict):
     name: str | None = None
     url: HttpUrl
     every: Interval | None = None
+    every_max: Interval | None = None
+    during_sessions: Interval | None = None
     match: list[Term] | None = None
     exclude: list[Term] | None = None
     channels: list[ChannelRef] | None = None
@@ -480,6 +486,13 @@ class FeedConfig:
     backfill: int
     max_new_items: int
     failures_before_alert: int
+    every_max: timedelta | None = None
+    during_sessions: timedelta | None = None
+
+    @property
+    def ceiling(self) -> timedelta:
+        """The longest interval adaptive polling may reach (``every_max``, else 6 × every)."""
+        return self.every_max if self.every_max is not None else ADAPTIVE_FACTOR * self.every
 
 
 @dataclass(frozen=True, slots=True)
@@ -708,6 +721,10 @@ def resolve_feeds(feeds: FeedsFile) -> tuple[FeedConfig, ...]:
                     f.failures_before_alert
                     if f.failures_before_alert is not None
                     else d.failures_before_alert
+                ),
+                every_max=f.every_max if f.every_max is not None else d.every_max,
+                during_sessions=(
+                    f.during_sessions if f.during_sessions is not None else d.during_sessions
                 ),
             )
         )

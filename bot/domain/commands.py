@@ -526,7 +526,7 @@ def _news_answer(command: Command, view: CommandView, now: datetime) -> Reply:
 
 
 def _feeds_answer(command: Command, view: CommandView, now: datetime) -> Reply:
-    return Reply(replies.FEEDS_TITLE, replies.feeds_body(view.sources, view.tz), command.share)
+    return Reply(replies.FEEDS_TITLE, replies.feeds_body(view.sources, view.tz, now), command.share)
 
 
 def _with_treaty(body: Rich, view: CommandView, now: datetime) -> Rich:

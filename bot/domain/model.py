@@ -198,3 +198,8 @@ class SourceView:
     last_outcome: str | None = None
     #: where the source's URL now redirects permanently (the configuration should say so)
     moved_to: str | None = None
+    #: when the next poll is due, how it was planned (fixed, adaptive, sessions, backing
+    #: off) and the interval adaptive polling has reached
+    next_poll: datetime | None = None
+    schedule: str | None = None
+    interval: timedelta | None = None

@@ -579,7 +579,23 @@ def _is_failing(source: SourceView) -> bool:
     return source.health.failures > 0
 
 
-def source_line(source: SourceView, tz: ZoneInfo) -> tuple[Span, ...]:
+def schedule_text(source: SourceView, now: datetime | None) -> str:
+    """``every 30 minutes, next in 12 minutes, adaptive (now every 45 minutes)``."""
+    parts = [f"every {humanize(source.every)}"]
+    if source.next_poll is not None and now is not None:
+        wait = source.next_poll - now
+        parts.append("next now" if wait.total_seconds() <= 0 else f"next in {humanize(wait)}")
+    if source.schedule:
+        mode = source.schedule
+        if mode == "adaptive" and source.interval is not None and source.interval != source.every:
+            mode += f" (now every {humanize(source.interval)})"
+        elif mode == "sessions":
+            mode = "session week: polled more often"
+        parts.append(mode)
+    return ", ".join(parts)
+
+
+def source_line(source: SourceView, tz: ZoneInfo, now: datetime | None = None) -> tuple[Span, ...]:
     health = source.health
     spans: list[Span] = [
         _source_name(source),
@@ -600,7 +616,7 @@ def source_line(source: SourceView, tz: ZoneInfo) -> tuple[Span, ...]:
         spans.append(Span(f" · last success {format_local(health.last_success, tz)}"))
     elif health.failures > 0:
         spans.append(Span(" · no successful poll yet"))
-    spans.append(Span(f" · every {humanize(source.every)}"))
+    spans.append(Span(" · " + schedule_text(source, now)))
     if source.moved_to:  # from a server's Location header: shown as code, never as a link
         spans.append(Span(" · moved permanently to "))
         spans.append(code(shorten(source.moved_to, MOVED_LIMIT)))
@@ -608,7 +624,7 @@ def source_line(source: SourceView, tz: ZoneInfo) -> tuple[Span, ...]:
     return tuple(spans)
 
 
-def feeds_body(sources: Sequence[SourceView], tz: ZoneInfo) -> Rich:
+def feeds_body(sources: Sequence[SourceView], tz: ZoneInfo, now: datetime | None = None) -> Rich:
     if not sources:
         return (
             para(
@@ -628,7 +644,7 @@ def feeds_body(sources: Sequence[SourceView], tz: ZoneInfo) -> Rich:
             f"{plural(len(sources), 'source')}: {len(sources) - len(failing)} ok, "
             f"{len(failing)} failing."
         ),
-        Bullets(tuple(source_line(s, tz) for s in shown)),
+        Bullets(tuple(source_line(s, tz, now) for s in shown)),
     ]
     if len(sources) > len(shown):
         rest = len(sources) - len(shown)

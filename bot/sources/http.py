@@ -9,8 +9,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
@@ -48,12 +49,15 @@ class Fetched:
     last_modified: str | None
     content_type: str | None
     url: str
+    #: how long the server asks to be left alone (Cache-Control max-age, Retry-After)
+    wait: timedelta | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class NotModified:
     etag: str | None = None
     last_modified: str | None = None
+    wait: timedelta | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +69,23 @@ class FetchFailed:
 
 
 FetchResult = Fetched | NotModified | FetchFailed
+
+
+_MAX_AGE = re.compile(r"(?:^|[,\s])max-age\s*=\s*\"?(\d+)", re.IGNORECASE)
+
+
+def parse_max_age(value: str | None) -> timedelta | None:
+    """``Cache-Control: max-age=N`` as a wait, capped at a day; ``None`` when absent or when
+    the response may not be reused (``no-cache``, ``no-store``)."""
+    if not value:
+        return None
+    lowered = value.lower()
+    if "no-store" in lowered or "no-cache" in lowered:
+        return None
+    match = _MAX_AGE.search(value)
+    if match is None:
+        return None
+    return min(timedelta(seconds=int(match[1])), MAX_RETRY_AFTER)
 
 
 def parse_retry_after(value: str | None, now: datetime) -> timedelta | None:
@@ -83,6 +104,19 @@ def parse_retry_after(value: str | None, now: datetime) -> timedelta | None:
             when = when.replace(tzinfo=UTC)
         delay = when - now
     return max(timedelta(0), min(delay, MAX_RETRY_AFTER))
+
+
+def server_wait(headers: Mapping[str, str], now: datetime) -> timedelta | None:
+    """The longer of what ``Cache-Control: max-age`` and ``Retry-After`` ask for."""
+    waits = [
+        w
+        for w in (
+            parse_max_age(headers.get("Cache-Control")),
+            parse_retry_after(headers.get("Retry-After"), now),
+        )
+        if w is not None
+    ]
+    return max(waits) if waits else None
 
 
 class HttpFetcher:
@@ -206,7 +240,9 @@ class HttpFetcher:
                         return _redirect(resp, time.monotonic() - started)
                     if resp.status == 304:
                         return NotModified(
-                            resp.headers.get("ETag"), resp.headers.get("Last-Modified")
+                            resp.headers.get("ETag"),
+                            resp.headers.get("Last-Modified"),
+                            server_wait(resp.headers, self._now()),
                         )
                     if resp.status >= 400 or resp.status < 200:
                         return FetchFailed(
@@ -231,6 +267,7 @@ class HttpFetcher:
                         resp.headers.get("Last-Modified"),
                         resp.headers.get("Content-Type"),
                         str(resp.url),
+                        server_wait(resp.headers, self._now()),
                     )
         except aiohttp.ConnectionTimeoutError:
             return FetchFailed(f"could not connect within {CONNECT_TIMEOUT:g}s", "timeout")
