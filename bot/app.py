@@ -20,7 +20,6 @@ import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
-from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, TextIO
 
@@ -68,16 +67,25 @@ from bot.domain.treaty import TreatySnapshot, projection
 from bot.errors import ConfigError, DeliveryError, Problem, StoreError, TreatyBotError
 from bot.metrics import Metrics
 from bot.people import FollowBook, person_of
-from bot.polling import PollOutcome, feed_rule, poll_calendar, poll_depositary, poll_feed
+from bot.polling import (
+    PollOutcome,
+    feed_rule,
+    poll_calendar,
+    poll_depositary,
+    poll_feed,
+    push_feed,
+)
 from bot.scheduler import Supervisor, periodic
 from bot.sources.calendar_export import render_calendar
 from bot.sources.http import HttpFetcher
 from bot.sources.parsing import Parsers
+from bot.sources.websub import HubAnswer, request_hub
+from bot.storage import open_store, state_location
 from bot.store.base import Changes
 from bot.store.runner import AsyncStore
-from bot.store.tinydb_store import TinyDBStore
 from bot.transports.base import Answer, Inbound, Transport
 from bot.transports.console import ConsoleTransport, Format
+from bot.websub import CALLBACK_PATH, WebSubSubscriber
 
 if TYPE_CHECKING:
     from bot.web import WebServer
@@ -127,6 +135,18 @@ def listen_address(http: HttpSettings, environ: Mapping[str, str]) -> tuple[str,
             resource="http server",
         )
     return (http.host if "host" in given else "0.0.0.0"), int(value)
+
+
+def _public_url(config: Config, environ: Mapping[str, str]) -> str | None:
+    """Where hubs reach the bot's WebSub callbacks: none when the HTTP server is off."""
+    url = config.bot.http.public_url
+    if not url:
+        return None
+    try:
+        _, port = listen_address(config.bot.http, environ)
+    except TreatyBotError:
+        return None
+    return str(url) if port else None
 
 
 def _schedule(source: SourceConfig) -> Schedule:
@@ -190,6 +210,8 @@ class App:
         self.fmt = fmt
         self.dry_run = dry_run
         self.environ = dict(os.environ if environ is None else environ)
+        #: the state file or database (TREATY_BOT_DATABASE_URL wins over bot.yaml's storage)
+        self.state = state_location(config.bot.storage, self.environ)
         self.console = ConsoleTransport(fmt=fmt, tz=config.tz, stream=stream)
         self.transports: dict[str, Transport] = {}
         self._given_transports = transports
@@ -219,13 +241,22 @@ class App:
         self._config_seen = self._config_signature()
         #: the session weeks of the timeline (the day before each session to its end)
         self._windows: list[Window] = []
+        #: WebSub: the hubs' pushes and the polls of one feed are planned one at a time
+        self.websub = WebSubSubscriber(
+            self.clock,
+            self.metrics,
+            self._hub_request,
+            self.push,
+            _public_url(config, self.environ),
+        )
+        self._feed_locks: dict[str, asyncio.Lock] = {}
 
     # -- life cycle -------------------------------------------------------------------------
 
     async def __aenter__(self) -> App:
         try:
             raw = await asyncio.to_thread(
-                TinyDBStore, self.config.bot.storage, read_only=self.dry_run
+                open_store, self.state, read_only=self.dry_run, sole_writer=not self.dry_run
             )
             self.store = AsyncStore(raw)
             fetch = self.config.bot.fetch
@@ -244,7 +275,7 @@ class App:
             )
             self.metrics.start(self.transports, self.transports)
             if "console" in self.transports and not self.dry_run:
-                self.console.open_journal(self.config.bot.storage + ".console")
+                self.console.open_journal(self.state.console_journal)
             self.outbox = Outbox(
                 self.store,
                 self.transports,
@@ -320,7 +351,7 @@ class App:
             access_token=env.get("MATRIX_ACCESS_TOKEN") or None,
             password=env.get("MATRIX_PASSWORD") or None,
             rooms={name: t.matrix for name, t in bot.channels.items() if t.matrix},
-            state_dir=Path(bot.storage).parent / "matrix",
+            state_dir=self.state.files / "matrix",
             command_prefix=bot.matrix.command_prefix,
             admins=bot.admins.matrix,
         )
@@ -472,6 +503,7 @@ class App:
                     next_poll=status.next_poll,
                     schedule=status.mode,
                     interval=status.interval,
+                    pushed=self.websub.pushed(source.id),
                 )
             )
         return views
@@ -579,7 +611,10 @@ class App:
                 self.config.ops_channels,
                 rule=self._rules.get(feed.id),
                 parsers=self.parsers,
+                discover=self.websub.needs_discovery(feed.id),
             )
+            if outcome.hub_checked:
+                self.websub.discovered(feed.id, outcome.hub)
         status = self.status.setdefault(feed.id, SourceStatus())
         status.last_poll = now or self.clock.now()
         status.last_outcome = outcome.outcome
@@ -820,7 +855,7 @@ class App:
             __version__,
             len(self.config.feeds),
             ",".join(self.transports),
-            self.config.bot.storage,
+            self.state.shown,
         )
         host, port = listen_address(self.config.bot.http, self.environ)
         if port:
@@ -828,6 +863,8 @@ class App:
 
             self.web = WebServer(host, port, self.metrics, self.health_problems)
             self.web.serve_calendar(CALENDAR_PATH, self.calendar_ics)
+            self.web.serve_websub(CALLBACK_PATH, self.websub, self.config.bot.fetch.max_bytes)
+            self.supervisor.spawn("websub", self.websub.serve(self.stop_event))
             slack = self.transports.get("slack")
             if self.config.bot.slack.mode == "http" and slack is not None:
                 mount = getattr(slack, "mount", None)
@@ -963,6 +1000,8 @@ class App:
         if self.stop_event.is_set() is False and self._pollers:
             self._sync_pollers()
         new_feeds = {f.id for f in self.sources}
+        self.websub.public_url = _public_url(config, self.environ)
+        self.websub.removed(old_feeds - new_feeds)  # unsubscribed at their hubs
         log.info(
             "configuration reloaded feeds=%d added=%s removed=%s",
             len(config.feeds),
@@ -1052,17 +1091,23 @@ class App:
             else:
                 pending = current
 
+    def _feed_lock(self, feed_id: str) -> asyncio.Lock:
+        return self._feed_locks.setdefault(feed_id, asyncio.Lock())
+
     async def _poll_job(self, feed: SourceConfig) -> timedelta:
-        outcome = await self.poll(feed)
-        recorded: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._to_record.append((outcome, recorded))
-        if self._recorder is None or self._recorder.done():
-            self._recorder = asyncio.create_task(self._record_soon(), name="recorder")
-        try:
-            await recorded
-        except Exception:
-            log.exception("could not record a poll; it is repeated next time source=%s", feed.id)
-            return timedelta(minutes=1)
+        async with self._feed_lock(feed.id):  # a push of this feed waits for the record
+            outcome = await self.poll(feed)
+            recorded: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._to_record.append((outcome, recorded))
+            if self._recorder is None or self._recorder.done():
+                self._recorder = asyncio.create_task(self._record_soon(), name="recorder")
+            try:
+                await recorded
+            except Exception:
+                log.exception(
+                    "could not record a poll; it is repeated next time source=%s", feed.id
+                )
+                return timedelta(minutes=1)
         health = outcome.record.health
         now = self.clock.now()
         status = self.status.setdefault(feed.id, SourceStatus())
@@ -1079,8 +1124,53 @@ class App:
         delay = plan.delay
         if health.not_before is not None:
             delay = max(delay, health.not_before - now)
+        if isinstance(feed, FeedConfig) and self.websub.pushed(feed.id):
+            delay = max(delay, feed.ceiling)  # pushed: polling is only the safety net
         status.interval, status.mode, status.next_poll = plan.interval, plan.mode, now + delay
         return delay
+
+    async def _hub_request(self, hub: str, form: Mapping[str, str]) -> HubAnswer:
+        return await request_hub(self._require()[1], hub, form)
+
+    async def push(self, feed_id: str, body: bytes, content_type: str | None) -> PollOutcome | None:
+        """Plan and record a body a WebSub hub pushed, as a poll of the feed would."""
+        feed = next((f for f in self.config.feeds if f.id == feed_id), None)
+        if feed is None:
+            return None
+        store = self._require()[0]
+        async with self._feed_lock(feed_id), self._active:
+            now = self.clock.now()
+            try:
+                record = await store.source(feed_id)
+                outcome = await push_feed(
+                    feed,
+                    record,
+                    body,
+                    content_type,
+                    now,
+                    self.config.tz,
+                    self.config.ops_channels,
+                    rule=self._rules.get(feed_id),
+                    parsers=self.parsers,
+                )
+                alerts = await self.record([outcome])
+            except Exception:
+                log.exception(
+                    "pushed content not recorded; the next poll reads it source=%s", feed_id
+                )
+                return None
+        status = self.status.setdefault(feed_id, SourceStatus())
+        if outcome.outcome == "ok":
+            status.items = outcome.items
+        log.info(
+            "pushed content read source=%s outcome=%s alerts=%d",
+            feed_id,
+            outcome.outcome,
+            len(alerts),
+        )
+        if alerts:
+            self.delivery_kick.set()
+        return outcome
 
     async def _record_soon(self) -> None:
         """Commits the polls that finished, together, at most every ``ROUND_BATCH`` seconds:

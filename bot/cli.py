@@ -1,4 +1,5 @@
-"""``treaty-bot``: argument parsing and exit codes; the work is done by ``bot.app``."""
+"""``treaty-bot``: argument parsing and exit codes; the work is done by ``bot.app`` (and by
+``bot.storage`` for ``migrate``)."""
 
 from __future__ import annotations
 
@@ -118,6 +119,22 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="INSTANT",
         help="answer as if it were this instant (ISO 8601 with offset)",
     )
+    migrate = sub.add_parser(
+        "migrate",
+        parents=[common],
+        help="copy the state into a PostgreSQL database or a state file",
+        description="Copy the state the configuration names (bot.yaml's storage, or "
+        "$TREATY_BOT_DATABASE_URL) into another store, and check the copy. Stop the bot first.",
+    )
+    migrate.add_argument(
+        "--to",
+        required=True,
+        metavar="URL|FILE",
+        help="a postgresql:// URL, or a state file to write",
+    )
+    migrate.add_argument(
+        "--force", action="store_true", help="replace what the target holds already"
+    )
     return parser
 
 
@@ -171,6 +188,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return EXIT_OK
 
+    if args.command == "migrate":
+        return _migrate(config, args.to, force=args.force)
+
     clock: Clock = FixedClock(args.now) if getattr(args, "now", None) else SystemClock()
     try:
         if args.command == "once":
@@ -186,6 +206,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_PROBLEMS
     except KeyboardInterrupt:
         return 130
+
+
+def _migrate(config: Config, to: str, *, force: bool) -> int:
+    from bot.storage import migrate, state_location, target_location
+
+    try:
+        copied = migrate(
+            state_location(config.bot.storage, os.environ), target_location(to), force=force
+        )
+    except StoreError as err:
+        print(f"treaty-bot: {err}", file=sys.stderr)
+        return EXIT_PROBLEMS
+    print(copied)
+    return EXIT_OK
 
 
 async def _once(config: Config, clock: Clock, fmt: str, dry_run: bool) -> int:

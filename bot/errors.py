@@ -73,6 +73,13 @@ class StoreLocked(StoreError):
     message = "state file is in use"
 
 
+class StoreDatabaseError(StoreError):
+    """The state database cannot be reached or used (its URL is shown with the password
+    masked)."""
+
+    message = "state database"
+
+
 class StoreCorrupt(StoreError):
     """The state file exists but cannot be read; it is never replaced silently."""
 

@@ -9,6 +9,8 @@ import sys
 from collections.abc import Iterable
 from datetime import UTC, datetime
 
+from bot.store.urls import secrets_in
+
 SECRET_ENV = (
     "SLACK_BOT_TOKEN",
     "SLACK_APP_TOKEN",
@@ -16,6 +18,8 @@ SECRET_ENV = (
     "MATRIX_ACCESS_TOKEN",
     "MATRIX_PASSWORD",
 )
+#: A URL whose password, if any, is a secret too.
+DATABASE_URL_ENV = "TREATY_BOT_DATABASE_URL"
 
 
 class RedactSecrets(logging.Filter):
@@ -64,7 +68,9 @@ class JsonFormatter(logging.Formatter):
 def setup_logging(level: str = "info", fmt: str = "text") -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else KeyValueFormatter())
-    handler.addFilter(RedactSecrets(os.environ.get(name, "") for name in SECRET_ENV))
+    secrets = [os.environ.get(name, "") for name in SECRET_ENV]
+    secrets += secrets_in(os.environ.get(DATABASE_URL_ENV, ""))  # its password alone
+    handler.addFilter(RedactSecrets(secrets))
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)

@@ -17,6 +17,7 @@ from prometheus_client import (
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 POLL_OUTCOMES = ("ok", "not_modified", "http_error", "timeout", "parse_error")
+WEBSUB_OUTCOMES = ("accepted", "bad_signature", "unknown", "too_large")
 
 
 class Metrics:
@@ -83,6 +84,18 @@ class Metrics:
         self.sources_failing = Gauge(
             "treatybot_sources_failing", "Sources whose last poll failed", registry=r
         )
+        self.websub_deliveries = Counter(
+            "treatybot_websub_deliveries",
+            "Content pushed by WebSub hubs, by outcome (accepted, bad_signature, unknown, "
+            "too_large)",
+            ["source", "outcome"],
+            registry=r,
+        )
+        self.websub_active = Gauge(
+            "treatybot_websub_subscriptions",
+            "WebSub subscriptions verified and not expired",
+            registry=r,
+        )
         self.up_since = Gauge(
             "treatybot_start_time_seconds", "When the bot started (Unix time)", registry=r
         )
@@ -98,6 +111,11 @@ class Metrics:
             self.delivery_latency.labels(transport=transport)
         for platform in platforms:
             self.command_latency.labels(platform=platform)
+        # deliveries to a callback no subscription owns (each feed's series start at zero
+        # when its hub is found)
+        for outcome in WEBSUB_OUTCOMES:
+            self.websub_deliveries.labels(source="-", outcome=outcome)
+        self.websub_active.set(0)
 
     def record_poll(self, source: str, outcome: str, items: int = 0) -> None:
         label = outcome if outcome in POLL_OUTCOMES else _fold(outcome)

@@ -27,9 +27,11 @@ from bot.domain.model import (
 from bot.domain.planner import FeedRule, HealthRule, plan_feed, plan_health
 from bot.domain.sessions import Snapshot, plan_changes
 from bot.domain.treaty import EntryIntoForceRule, TreatySnapshot, TreatySource, plan_treaty
+from bot.domain.websub import Hub
 from bot.sources.http import Fetched, FetchFailed, FetchResult, HttpFetcher, NotModified
 from bot.sources.parsed import CalendarFailed, DepositaryFailed, ParseFailed
 from bot.sources.parsing import ParserCrashed, Parsers
+from bot.sources.websub import discover as discover_hub
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +62,9 @@ class PollOutcome:
     treaty: TreatySnapshot | None = None
     #: how long the server asked to be left alone (Cache-Control max-age, Retry-After)
     wait: timedelta | None = None
+    #: the WebSub hub the feed advertises, when the poll looked for one (``hub_checked``)
+    hub: Hub | None = None
+    hub_checked: bool = False
 
 
 #: Parsing in threads, for callers that bring no ``Parsers`` of their own.
@@ -152,12 +157,55 @@ async def poll_feed(
     rule: FeedRule | None = None,
     respect_retry_after: bool = True,
     parsers: Parsers | None = None,
+    discover: bool = False,
 ) -> PollOutcome:
-    hrule = health_rule(feed, ops)
+    """Fetch and plan one feed. With ``discover``, the feed is fetched whole (not
+    conditionally) and the WebSub hub it advertises is part of the outcome."""
     if respect_retry_after and record.health.not_before and now < record.health.not_before:
         return PollOutcome(feed.id, record, (), (), False, "skipped")
 
-    result = await fetcher.fetch(feed.url, record.validators)
+    result = await fetcher.fetch(feed.url, None if discover else record.validators)
+    outcome = await read_feed(feed, record, result, now, tz, ops, rule=rule, parsers=parsers)
+    if discover and isinstance(result, Fetched):
+        hub = discover_hub(result.body, result.links, result.url)
+        outcome = replace(outcome, hub=hub, hub_checked=True)
+    return outcome
+
+
+async def push_feed(
+    feed: FeedConfig,
+    record: SourceRecord,
+    body: bytes,
+    content_type: str | None,
+    now: datetime,
+    tz: ZoneInfo,
+    ops: tuple[str, ...],
+    *,
+    rule: FeedRule | None = None,
+    parsers: Parsers | None = None,
+) -> PollOutcome:
+    """Plan a body a WebSub hub pushed exactly as a polled one: the same item keys, so nothing
+    is posted twice by the next poll or by a replayed push. The validators of the last poll
+    are kept (the pushed body may hold only the new entries)."""
+    pushed = Fetched(
+        body, record.validators.etag, record.validators.last_modified, content_type, feed.url
+    )
+    return await read_feed(feed, record, pushed, now, tz, ops, rule=rule, parsers=parsers)
+
+
+async def read_feed(
+    feed: FeedConfig,
+    record: SourceRecord,
+    result: FetchResult,
+    now: datetime,
+    tz: ZoneInfo,
+    ops: tuple[str, ...],
+    *,
+    rule: FeedRule | None = None,
+    parsers: Parsers | None = None,
+) -> PollOutcome:
+    """Plan what a fetch (or a push) brought: parse off the loop, then ``plan_feed``."""
+    hrule = health_rule(feed, ops)
     settled = _without_new_content(
         feed.id, record, hrule, result, now, initialized=record.feed.initialized
     )

@@ -6,7 +6,8 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from typing import Protocol
 
 from aiohttp import web
 
@@ -20,6 +21,24 @@ HealthCheck = Callable[[], list[str]]
 CalendarBuilder = Callable[[], Awaitable[bytes]]
 
 CALENDAR_TYPE = "text/calendar; charset=utf-8"
+
+
+class WebSubCallbacks(Protocol):
+    """What answers a hub at ``<path><feed id>`` (``bot.websub.WebSubSubscriber``)."""
+
+    def verify(self, feed: str, query: Mapping[str, str]) -> str | None:
+        """The challenge to echo for an intent verification, or ``None`` to refuse it."""
+        ...
+
+    async def deliver(
+        self, feed: str, signature: str | None, body: bytes, content_type: str | None
+    ) -> None:
+        """Take (or ignore) a content distribution; never raises for bad input."""
+        ...
+
+    def too_large(self, feed: str) -> None:
+        """A content distribution larger than the cap was refused."""
+        ...
 
 
 def etag_of(body: bytes) -> str:
@@ -63,6 +82,40 @@ class WebServer:
             return web.Response(body=body, headers={**headers, "Content-Type": CALENDAR_TYPE})
 
         self.app.router.add_get(path, calendar)
+
+    def serve_websub(self, path: str, callbacks: WebSubCallbacks, max_bytes: int) -> None:
+        """WebSub callbacks at ``<path><feed id>``: GET answers intent verifications (the
+        challenge echoed with 200, or 404); POST takes content distributions, read up to
+        ``max_bytes`` (413 beyond), answered 202 whatever their signature."""
+
+        async def verification(request: web.Request) -> web.Response:
+            challenge = callbacks.verify(request.match_info["feed"], request.query)
+            if challenge is None:
+                return web.Response(status=404, text="not found")
+            return web.Response(text=challenge, content_type="text/plain")
+
+        async def distribution(request: web.Request) -> web.Response:
+            feed = request.match_info["feed"]
+            length = request.content_length
+            body = bytearray()
+            if length is None or length <= max_bytes:
+                async for chunk in request.content.iter_chunked(64 * 1024):
+                    body += chunk
+                    if len(body) > max_bytes:
+                        break
+            if (length is not None and length > max_bytes) or len(body) > max_bytes:
+                callbacks.too_large(feed)
+                return web.Response(status=413, text="too large")
+            await callbacks.deliver(
+                feed,
+                request.headers.get("X-Hub-Signature"),
+                bytes(body),
+                request.headers.get("Content-Type"),
+            )
+            return web.Response(status=202)
+
+        self.app.router.add_get(path + "{feed}", verification)
+        self.app.router.add_post(path + "{feed}", distribution)
 
     async def start(self) -> None:
         self._runner = web.AppRunner(self.app, access_log=None, handle_signals=False)

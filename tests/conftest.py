@@ -1,4 +1,4 @@
-"""Shared fixtures: a clean environment, a config directory factory."""
+"""Shared fixtures: a clean environment, a config directory factory, a PostgreSQL database."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+
+from tests.postgres import PostgresServer, postgres_server
 
 PLATFORM_ENV = (
     "SLACK_BOT_TOKEN",
@@ -18,6 +20,7 @@ PLATFORM_ENV = (
     "MATRIX_ACCESS_TOKEN",
     "MATRIX_PASSWORD",
     "TREATY_BOT_CONFIG",
+    "TREATY_BOT_DATABASE_URL",
 )
 
 REPO = Path(__file__).resolve().parent.parent
@@ -56,3 +59,18 @@ def config_dir(tmp_path: Path) -> ConfigFactory:
         return directory
 
     return make
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """One PostgreSQL server for the session (started only if a test asks for it)."""
+    with postgres_server() as server:
+        yield server
+
+
+@pytest.fixture
+def postgres_url(postgres: PostgresServer) -> Iterator[str]:
+    """The URL of a fresh, empty database, dropped after the test."""
+    url = postgres.create_database()
+    yield url
+    postgres.drop_database(url)

@@ -25,6 +25,8 @@ sometimes counted from the spawn, so that start-up is hit too.
 from __future__ import annotations
 
 import asyncio
+import gzip
+import json
 import random
 import signal
 import subprocess
@@ -41,6 +43,7 @@ import pytest
 from aiohttp import web
 from yarl import URL
 
+from bot.transports.matrix import ALERT_FIELD, transaction_id
 from tests.crashfeeds import (
     FEEDS,
     assert_exactly_once,
@@ -239,6 +242,13 @@ class SlowSends:
     was killed while it was held (as a request already on the wire would). ``orphaned`` counts
     those, ``lookups`` the reads of a room's messages (the bot's ``was_delivered``);
     ``wait_idle`` waits until no send is held or on its way.
+
+    It also watches what makes a send safe to repeat. Synapse answers a send whose transaction
+    id it already has with the event it made the first time, so the room alone cannot tell a
+    repost the bot avoided from one Synapse absorbed. ``repeated`` counts the sends with a
+    transaction id sent before; ``found`` holds the transaction ids of the alerts that a lookup
+    showed in a room (what ``was_delivered`` sees), and ``resent_found`` the sends of one of
+    those after it was shown: a row the bot's re-check found delivered and sent again.
     """
 
     def __init__(self, upstream: str, delay: float = SEND_DELAY) -> None:
@@ -248,6 +258,10 @@ class SlowSends:
         self.sends = 0
         self.orphaned = 0
         self.lookups = 0
+        self.repeated = 0
+        self.sent_txns: set[str] = set()
+        self.found: set[str] = set()
+        self.resent_found: list[str] = []
         self._in_flight = 0
         self._changed = threading.Condition()
         self._ready = threading.Event()
@@ -288,10 +302,16 @@ class SlowSends:
             async def forward(request: web.Request) -> web.StreamResponse:
                 body = await request.read()
                 send = request.method == "PUT" and "/send/m.room.message/" in request.path
-                if request.method == "GET" and request.path.endswith("/messages"):
+                lookup = request.method == "GET" and request.path.endswith("/messages")
+                if lookup:
                     self.lookups += 1  # was_delivered reads the room's recent messages
                 if send:
                     self.sends += 1
+                    txn = request.path.rsplit("/", 1)[-1]
+                    self.repeated += txn in self.sent_txns
+                    self.sent_txns.add(txn)
+                    if txn in self.found:
+                        self.resent_found.append(txn)
                     self._count(+1)
                 try:
                     if send:
@@ -308,6 +328,8 @@ class SlowSends:
                         allow_redirects=False,
                     ) as upstream:
                         payload = await upstream.read()
+                        if lookup and upstream.status == 200:
+                            self.found |= shown_alerts(payload, upstream.headers)
                         answer = web.Response(status=upstream.status, body=payload)
                         for name in ("Content-Type", "Content-Encoding"):
                             if name in upstream.headers:
@@ -331,6 +353,22 @@ class SlowSends:
                 await self._stop.wait()
             finally:
                 await runner.cleanup()
+
+
+def shown_alerts(payload: bytes, headers: Any) -> set[str]:
+    """The transaction ids of the alerts in a page of a room's messages: each event's own
+    (Synapse shows it to the device that sent it) and the one its alert field implies."""
+    if headers.get("Content-Encoding") == "gzip":
+        payload = gzip.decompress(payload)
+    txns: set[str] = set()
+    for event in json.loads(payload).get("chunk", []):
+        txn = event.get("unsigned", {}).get("transaction_id")
+        if isinstance(txn, str):
+            txns.add(txn)
+        marker = event.get("content", {}).get(ALERT_FIELD)
+        if isinstance(marker, dict) and isinstance(marker.get("key"), str):
+            txns.add(transaction_id("alert", marker["key"]))
+    return txns
 
 
 def room_messages(hs: Synapse, room_id: str, token: str) -> list[dict[str, Any]]:
@@ -408,9 +446,13 @@ def test_matrix_posts_every_item_once_across_sigkills(
             assert titles, event
             posted.extend(titles)
     print(
-        f"matrix: {len(posted)} posts, {hs.sends} sends, {hs.orphaned} orphaned, "
-        f"{hs.lookups} lookups\n{runs.summary()}"
+        f"matrix: {len(posted)} posts, {hs.sends} sends ({hs.repeated} repeated), "
+        f"{hs.orphaned} orphaned, {hs.lookups} lookups showing {len(hs.found)} alerts\n"
+        f"{runs.summary()}"
     )
     assert_exactly_once(posted, state.snapshot(), minimum=FEEDS * 3)
     # and the kills did leave rows in "sending", which were looked up before any repost
     assert hs.lookups > 0, "no kill landed between a row's sending and sent marks"
+    # the exactly-once above holds even if the bot reposts (Synapse keeps one event per
+    # transaction id): the bot's own re-check must be what stops a repost of a delivered row
+    assert hs.resent_found == [], f"{len(hs.resent_found)} delivered rows were sent again"

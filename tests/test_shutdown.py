@@ -1,30 +1,112 @@
-"""SIGTERM (a stop request) while a send waits on a rate limit: kept, and sent once later."""
+"""SIGTERM while a send waits on a rate limit: the bot stops in order, the alert is kept, and
+it is sent once at the next start.
+
+The bot runs in a process of its own (``App.run``, as ``treaty-bot run`` runs it, with a
+platform whose every post waits as on a long Retry-After) and gets a real SIGTERM.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import signal
+import subprocess
+import sys
+import threading
 from pathlib import Path
 
-import pytest
-
-import bot.app
 from bot.app import App
 from bot.configuration import load_config
 from bot.domain.model import Alert, ChannelName
+from bot.store.tinydb_store import TinyDBStore
 from bot.transports.base import Capabilities, CommandHandler
-from tests.conftest import ConfigFactory
+from tests.conftest import REPO, ConfigFactory
 from tests.test_cli import publish, rss, www  # noqa: F401 - the fixture
+
+#: The deadline of every wait; it only turns a hang into a failure.
+WAIT = 30.0
+
+#: The bot's process: ``App.run`` with a platform that holds every post (as a rate limit
+#: would) until the process ends, a shutdown budget of half a second, and a line on stdout at
+#: each step of the life cycle that the log does not show.
+RUN = """
+import asyncio, sys
+import bot.app
+from bot.app import App
+from bot.configuration import load_config
+from bot.logs import setup_logging
+from bot.transports.base import Capabilities
 
 
 class RateLimited:
-    """A platform that makes every post wait (as on a long Retry-After) until released."""
+    name = "fake"
+    capabilities = Capabilities(max_text=1000, rich=False)
+
+    async def start(self, on_command):
+        print("transport started", flush=True)
+
+    async def stop(self):
+        print("transport stopped", flush=True)
+
+    def problem(self):
+        return None
+
+    def reaches(self, channel):
+        return True
+
+    async def send(self, channel, alert, key):
+        print("post held:", alert.title, flush=True)
+        await asyncio.Event().wait()  # the rate limit outlasts the stop
+
+    async def was_delivered(self, channel, alert, key):
+        return False
+
+
+async def main():
+    async with App(load_config(sys.argv[1]), transports={"fake": RateLimited()}) as app:
+        await app.run()
+        print("run returned", flush=True)
+    print("closed", flush=True)
+
+
+bot.app.SHUTDOWN_BUDGET = 0.5
+setup_logging("info")
+asyncio.run(main())
+"""
+
+
+class Output:
+    """The lines a process writes (stdout and stderr together), read by a thread."""
+
+    def __init__(self, proc: subprocess.Popen[str]) -> None:
+        self.lines: list[str] = []
+        self._changed = threading.Condition()
+        self._thread = threading.Thread(target=self._read, args=(proc,), daemon=True)
+        self._thread.start()
+
+    def _read(self, proc: subprocess.Popen[str]) -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            with self._changed:
+                self.lines.append(line.rstrip("\n"))
+                self._changed.notify_all()
+
+    def wait_for(self, text: str) -> None:
+        with self._changed:
+            found = self._changed.wait_for(lambda: any(text in line for line in self.lines), WAIT)
+        assert found, f"the bot did not say {text!r}:\n" + "\n".join(self.lines)
+
+    def finish(self) -> list[str]:
+        self._thread.join(WAIT)
+        return list(self.lines)
+
+
+class Posting:
+    """A platform that posts at once."""
 
     name = "fake"
     capabilities = Capabilities(max_text=1000, rich=False)
 
-    def __init__(self, *, blocked: bool) -> None:
-        self.blocked = blocked
-        self.waiting = asyncio.Event()
+    def __init__(self) -> None:
         self.posted: list[str] = []
 
     async def start(self, on_command: CommandHandler) -> None:
@@ -40,39 +122,79 @@ class RateLimited:
         return True
 
     async def send(self, channel: ChannelName, alert: Alert, key: str) -> None:
-        if self.blocked:
-            self.waiting.set()
-            await asyncio.Event().wait()  # the rate limit outlasts the stop
         self.posted.append(alert.title)
 
     async def was_delivered(self, channel: ChannelName, alert: Alert, key: str) -> bool:
         return False
 
 
-async def test_stop_during_a_rate_limit_keeps_the_alert(
+def run_until_sigterm(directory: Path) -> tuple[int, list[str]]:
+    """Start the bot's process, SIGTERM it once a post is held; its exit code and output."""
+    with subprocess.Popen(
+        [sys.executable, "-c", RUN, str(directory)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        cwd=REPO,
+    ) as proc:
+        output = Output(proc)
+        try:
+            output.wait_for("post held: Cybercrime treaty signed")
+            assert proc.poll() is None
+            proc.send_signal(signal.SIGTERM)
+            return proc.wait(WAIT), output.finish()
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            output.finish()
+
+
+def first_index(lines: list[str], text: str) -> int:
+    return next(i for i, line in enumerate(lines) if text in line)
+
+
+async def test_sigterm_during_a_rate_limit_stops_in_order_and_keeps_the_alert(
     config_dir: ConfigFactory,
     www: tuple[Path, str],  # noqa: F811
-    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
 ) -> None:
-    monkeypatch.setattr(bot.app, "SHUTDOWN_BUDGET", 0.5)
     root, base = www
     publish(root / "news.xml", rss(("1", "Cybercrime treaty signed")))
     directory = config_dir(feeds=f'feeds:\n  - {{id: news, url: "{base}/news.xml", backfill: 1}}\n')
-    config = load_config(directory)
-    first = RateLimited(blocked=True)
-    async with App(config, transports={"fake": first}) as app:
-        running = asyncio.create_task(app.run())
-        await first.waiting.wait()  # the alert is being sent and held by the rate limit
-        app.request_stop()
-        await running  # returns within the shutdown budget
-    assert first.posted == []
+    code, lines = await asyncio.to_thread(run_until_sigterm, directory)
+    assert code == 0, "\n".join(lines)
+    # in order: the stop is logged; what is due is tried once more within the budget (and is
+    # still held); the budget runs out and says the alert is kept; the platform is let go;
+    # run returns, and leaving the App closes the store
+    order = [
+        "bot.app stopping",
+        "post held: Cybercrime treaty signed",
+        "stopping before every alert was sent; they are kept for the next start",
+        "transport stopped",
+        "run returned",
+        "closed",
+    ]
+    stopping = first_index(lines, order[0])
+    at = [stopping] + [stopping + first_index(lines[stopping:], text) for text in order[1:]]
+    assert at == sorted(at), "\n".join(lines)
+    assert not any("Traceback" in line or "level=error" in line for line in lines), "\n".join(lines)
 
-    second = RateLimited(blocked=False)
+    # what the store holds: the alert, kept and not marked sent
+    store = TinyDBStore(tmp_path / "state.json", read_only=True)
+    try:
+        [kept] = store.deliveries(("pending", "sending", "sent", "failed"))
+    finally:
+        store.close()
+    assert kept.alert.title == "Cybercrime treaty signed" and kept.state != "sent"
+
+    config = load_config(directory)
+    second = Posting()
     async with App(config, transports={"fake": second}) as app:
         await app.once()
     assert second.posted == ["Cybercrime treaty signed"]
 
-    third = RateLimited(blocked=False)
+    third = Posting()
     async with App(config, transports={"fake": third}) as app:
         await app.once()
     assert third.posted == []  # once, not twice

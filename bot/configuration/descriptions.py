@@ -11,8 +11,12 @@ DESCRIPTIONS: dict[str, dict[str, str]] = {
     "bot.yaml": {
         "timezone": "The coalition's time zone (IANA name): dates are shown in it, and "
         "datetimes written without an offset are read in it.",
-        "storage": "The state file (TinyDB JSON), relative to the working directory. Only one "
-        "bot may use it at a time; back it up by copying it.",
+        "storage": "Where the state lives: a file (TinyDB JSON, relative to the working "
+        "directory; one bot at a time; back it up by copying it), or a PostgreSQL database, "
+        "`postgresql://user:password@host/database`. "
+        "`TREATY_BOT_DATABASE_URL` in the environment, when set, wins (the better place for a "
+        "password). A password is never shown: logs and messages print `***`. "
+        "`treaty-bot migrate --to` moves a state between the two.",
         "channels": "Logical channels (alerts, ops, …) and where each lives. `{}` means "
         "nowhere but the console. Alerts about failing sources go to `ops`.",
         "channels.<name>": "One logical channel.",
@@ -55,7 +59,8 @@ DESCRIPTIONS: dict[str, dict[str, str]] = {
         "platforms).",
         "http.public_url": "Where the world reaches this server (e.g. https://bot.example.org), "
         "if it does: `next-session`, `sessions` and reminders then invite members to subscribe "
-        "to the timeline at <public_url>/calendar.ics.",
+        "to the timeline at <public_url>/calendar.ics, and feeds that name a WebSub hub are "
+        "subscribed to, their hubs pushing new items to <public_url>/websub/<feed id>.",
         "matrix": "Matrix settings (the credentials come from the environment).",
         "matrix.command_prefix": "What starts a command in a Matrix room.",
         "admins": "Who may run the admin commands `status` and `reload`.",

@@ -78,6 +78,26 @@ def _url_or_path(value: str) -> str:
     return value
 
 
+#: URL schemes of the state's database (libpq accepts both).
+DATABASE_SCHEMES = ("postgresql", "postgres")
+
+
+def _storage(value: str) -> str:
+    """A state file's path, or a PostgreSQL URL (never repeated in a message: it may hold a
+    password)."""
+    scheme, sep, rest = value.partition("://")
+    if not sep:
+        return value
+    if scheme.lower() not in DATABASE_SCHEMES:
+        shown = f"'{scheme}://' " if re.fullmatch(r"[A-Za-z][A-Za-z0-9+.-]{0,19}", scheme) else ""
+        raise ValueError(
+            f"unknown kind of storage {shown}(give a file path or a postgresql:// URL)"
+        )
+    if not rest.strip() or any(c.isspace() for c in value):
+        raise ValueError("not a PostgreSQL URL; write postgresql://user:password@host/database")
+    return value
+
+
 def _term(value: str) -> str:
     if not value.strip():
         raise ValueError("an empty keyword matches nothing")
@@ -305,7 +325,10 @@ def _or_empty(schema: dict[str, Any]) -> None:
 
 class BotFile(Strict):
     timezone: TimeZoneName = "UTC"
-    storage: Annotated[str, Field(min_length=1)] = "data/treaty-bot.json"
+    # never in a repr: a database URL may hold a password
+    storage: Annotated[str, Field(min_length=1, repr=False), AfterValidator(_storage)] = (
+        "data/treaty-bot.json"
+    )
     channels: dict[Annotated[str, Field(pattern=ID_PATTERN)], ChannelTarget] = Field(
         default_factory=dict
     )

@@ -203,3 +203,5 @@ class SourceView:
     next_poll: datetime | None = None
     schedule: str | None = None
     interval: timedelta | None = None
+    #: a WebSub hub pushes the feed (polling is the safety net, at its longest interval)
+    pushed: bool = False

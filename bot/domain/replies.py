@@ -592,6 +592,8 @@ def schedule_text(source: SourceView, now: datetime | None) -> str:
         elif mode == "sessions":
             mode = "session week: polled more often"
         parts.append(mode)
+    if source.pushed:
+        parts.append("pushed by its hub")
     return ", ".join(parts)
 
 

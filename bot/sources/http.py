@@ -51,6 +51,8 @@ class Fetched:
     url: str
     #: how long the server asks to be left alone (Cache-Control max-age, Retry-After)
     wait: timedelta | None = None
+    #: the response's ``Link`` headers (where a feed names its WebSub hub)
+    links: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,6 +176,13 @@ class HttpFetcher:
             await self._session.close()
             self._session = None
 
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        """The shared client session (for the few requests that are not fetches: WebSub)."""
+        if self._session is None:
+            raise RuntimeError("HttpFetcher used outside 'async with'")
+        return self._session
+
     async def fetch(self, url: str, validators: Validators | None = None) -> FetchResult:
         """GET ``url`` (conditionally, given ``validators``), following redirects.
 
@@ -268,6 +277,7 @@ class HttpFetcher:
                         resp.headers.get("Content-Type"),
                         str(resp.url),
                         server_wait(resp.headers, self._now()),
+                        tuple(resp.headers.getall("Link", ())),
                     )
         except aiohttp.ConnectionTimeoutError:
             return FetchFailed(f"could not connect within {CONNECT_TIMEOUT:g}s", "timeout")

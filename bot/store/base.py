@@ -1,27 +1,50 @@
 """The storage seam: what any store must do, and what it promises.
 
+Two stores keep the contract: the TinyDB file (``tinydb_store``, one process) and PostgreSQL
+(``postgres_store``, several processes may share one database). ``tests/unit/
+test_store_contract.py`` runs the same tests on both.
+
 Contract
 --------
-- **One writer.** A store is used by one process. Opening a store whose file another process
-  holds raises ``StoreLocked`` naming the file; it never waits and never shares.
-- **Nothing silently forgotten.** Opening a file that exists but cannot be read raises
-  ``StoreCorrupt`` naming the file and the reason; the file is left untouched. A store never
-  starts empty in place of a damaged file, since that would re-announce everything.
-- **All or nothing.** ``commit(changes)`` applies every change of one round or none of them. After
-  a crash at any instant (``kill -9`` included) the file holds either the state before the
-  commit or after it. On a write error (disk full…) ``StoreError`` is raised, the file keeps
-  the previous state, and the in-memory view is rolled back to it, so the caller can retry.
-- **Quiet rounds cost nothing.** ``commit`` of empty changes writes nothing.
+- **Writers.** A TinyDB file is used by one process: opening a file another process holds
+  raises ``StoreLocked`` naming the file; it never waits and never shares. A PostgreSQL
+  database may be opened by several processes at once. Each commit is then one transaction,
+  and the database's keys are the guarantee: enqueueing a row whose key exists (written by
+  any process) is a no-op; a delivery update applies to the row as it is in the database; a
+  source record, a snapshot and a person's follows are replaced whole (the last commit wins,
+  so one process at a time should write a given source: leases will decide which).
+- **Nothing silently forgotten.** A state that exists but cannot be read raises
+  ``StoreCorrupt`` naming it and the reason; it is left untouched. A store never starts empty
+  in place of a damaged state, since that would re-announce everything.
+- **Versions.** A state says which schema it is written in. One written by a newer treaty-bot
+  is refused at open with ``StoreError`` naming both versions, and left untouched. PostgreSQL
+  migrates an older schema at open, in one transaction, under an advisory lock, so processes
+  starting together migrate it once.
+- **All or nothing.** ``commit(changes)`` applies every change of one round or none of them.
+  After a crash at any instant (``kill -9`` included) the state is the one before the commit
+  or the one after it. On a write error (disk full, connection lost…) ``StoreError`` is
+  raised, the stored state is the previous one, and so is what the store answers (its
+  in-memory view is rolled back), so the caller can retry.
+- **Quiet rounds cost nothing.** ``commit`` of empty changes writes nothing; nor does a
+  record committed again with the same values.
+- **Bounded.** Rows whose alert went out (``DONE_STATES``) keep only ``SENT_ALERT_FIELDS``
+  of it and are removed ``SENT_KEPT`` after they went out (counted from the newest update of
+  the commit that marks one); at most ``NEWS_KEPT`` news records are kept, the newest.
 - **Time.** Every datetime going in and out is aware and in UTC.
-- **Threads.** Calls are blocking and not thread-safe; callers serialise them (the app runs them
-  one at a time in a worker thread so the event loop never waits on the disk).
+- **Threads.** Calls are blocking; callers serialise them (the app runs them one at a time in
+  a worker thread so the event loop never waits on the disk or the network). ``next_seq`` and
+  ``has_delivery`` answer from memory, without I/O, from any thread: ``has_delivery`` knows
+  the rows that existed at open and those this store wrote since (another process's rows are
+  caught by the key when enqueued), and ``next_seq`` is larger than any ``seq`` it knows.
+- **Secrets.** ``location`` and every error message show a database URL with its password
+  masked.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Protocol
 
 from bot.domain.clauses import ClauseSnapshot
@@ -29,6 +52,17 @@ from bot.domain.follows import Follow, Person
 from bot.domain.model import Delivery, NewsRecord, SourceHealth, SourceRecord
 from bot.domain.sessions import ReminderState, Snapshot
 from bot.domain.treaty import TreatySnapshot
+
+#: How many news records are kept (the newest).
+NEWS_KEPT = 500
+#: How long a row whose alert went out is kept, as a record of what went out.
+SENT_KEPT = timedelta(days=30)
+#: What a row whose alert went out keeps of it: enough to say what it was, not its text.
+SENT_ALERT_FIELDS = ("kind", "id", "channels", "source", "title", "url", "at")
+#: Rows whose alert went out (alone, or grouped into a digest or a quiet-hours release).
+DONE_STATES = ("sent", "grouped")
+#: Every state an outbox row can be in.
+ALL_STATES = ("pending", "sending", "sent", "failed", "held", "grouped")
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,5 +173,5 @@ class Store(Protocol):
         ...
 
     def close(self) -> None:
-        """Release the file and the lock. Idempotent."""
+        """Release the file and its lock, or the database connections. Idempotent."""
         ...

@@ -36,6 +36,7 @@ from bot.domain.treaty import (
     TreatySnapshot,
     TreatyStatus,
 )
+from bot.store.base import DONE_STATES, SENT_ALERT_FIELDS, DeliveryUpdate
 
 
 def ts(value: datetime | None) -> str | None:
@@ -226,6 +227,20 @@ def delivery_from_json(d: dict[str, Any]) -> Delivery:
         sent_at=dt(d.get("sent_at")),
         held_for=cast(HoldReason | None, d.get("held_for")),
     )
+
+
+def delivery_updated(row: Mapping[str, Any], change: DeliveryUpdate) -> dict[str, Any]:
+    """An outbox row (as ``delivery_to_json`` writes it) after ``change``: a row whose alert
+    went out keeps only ``SENT_ALERT_FIELDS`` of it, and its time."""
+    new: dict[str, Any] = dict(row)
+    new |= {"state": change.state, "last_error": change.error, "next_try": ts(change.next_try)}
+    if change.state in DONE_STATES:
+        new["sent_at"] = ts(change.at)
+        alert = new.get("alert") or {}
+        new["alert"] = {k: alert[k] for k in SENT_ALERT_FIELDS if k in alert}
+    if change.count_attempt:
+        new["attempts"] = int(new.get("attempts") or 0) + 1
+    return new
 
 
 def news_to_json(n: NewsRecord) -> dict[str, Any]:

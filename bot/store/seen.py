@@ -34,6 +34,8 @@ class SeenFiles:
         self.read_only = read_only
         self.written: list[str] = []  # by the commit under way
         self.bytes_written = 0
+        #: what a read-only store (a preview) would have written: kept in memory instead
+        self._previewed: dict[str, bytes] = {}
 
     def check(self, names: Iterable[str], *, state: Path, hint: str) -> None:
         """Raise ``StoreCorrupt`` if a file the state names is missing."""
@@ -63,7 +65,7 @@ class SeenFiles:
     def read(self, name: str) -> dict[str, Any]:
         path = self.directory / name
         try:
-            data = json.loads(path.read_bytes())
+            data = json.loads(self._previewed.get(name) or path.read_bytes())
         except OSError as err:
             raise StoreError(f"cannot read {path}: {err.strerror}", resource=str(path)) from err
         except ValueError as err:
@@ -80,6 +82,9 @@ class SeenFiles:
         """Write ``payload`` durably under a new name; the name."""
         slug = re.sub(r"[^A-Za-z0-9_.-]", "_", source)[:60]
         name = f"{slug}-{uuid.uuid4().hex[:12]}.json"
+        if self.read_only:
+            self._previewed[name] = payload
+            return name
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
             fd = os.open(self.directory / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)

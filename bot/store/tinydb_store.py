@@ -20,7 +20,7 @@ import json
 import logging
 import os
 from collections.abc import Callable, Iterator, MutableMapping, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -36,19 +36,12 @@ from bot.domain.treaty import TreatySnapshot
 from bot.errors import StoreCorrupt, StoreError, StoreLocked
 from bot.files import write_atomically
 from bot.store import codec
-from bot.store.base import Changes
+from bot.store.base import DONE_STATES, NEWS_KEPT, SENT_KEPT, Changes
 from bot.store.seen import SeenFiles, StoredFingerprints, StoredSeen
 
 log = logging.getLogger(__name__)
 
 SCHEMA = 1
-NEWS_KEPT = 500
-SENT_KEPT = timedelta(days=30)
-#: what a sent row keeps of its alert: enough to say what it was, not its text (the main file
-#: is rewritten by every commit, and sent rows stay for ``SENT_KEPT``)
-SENT_ALERT_FIELDS = ("kind", "id", "channels", "source", "title", "url", "at")
-#: Rows whose alert went out (alone, or grouped into a digest or a quiet-hours release).
-DONE_STATES = ("sent", "grouped")
 
 
 def _hint(path: Path) -> str:
@@ -92,9 +85,16 @@ def _decode(path: Path, raw: bytes) -> dict[str, Any]:
                 raise StoreCorrupt(
                     f"{table} record {doc_id} has no {key}. {hint}", resource=str(path)
                 )
-    if meta.get("schema", SCHEMA) != SCHEMA:
+    written = meta.get("schema", SCHEMA)
+    if isinstance(written, int) and not isinstance(written, bool) and written > SCHEMA:
         raise StoreCorrupt(
-            f"written by another version (schema {meta.get('schema')}). {hint}", resource=str(path)
+            f"written by a newer treaty-bot (schema {written}; this one reads schema {SCHEMA}). "
+            f"Run a treaty-bot that reads schema {written}. {hint}",
+            resource=str(path),
+        )
+    if written != SCHEMA:
+        raise StoreCorrupt(
+            f"written by another version (schema {written}). {hint}", resource=str(path)
         )
     return data
 
@@ -481,19 +481,8 @@ class TinyDBStore:
             doc_id = self._outbox_ids.get(change.key)
             if doc_id is None:
                 continue
-            row: dict[str, Any] = dict(rows.get(doc_id) or self._outbox.get(doc_id=doc_id) or {})
-            row |= {
-                "state": change.state,
-                "last_error": change.error,
-                "next_try": codec.ts(change.next_try),
-            }
-            if change.state in DONE_STATES:
-                row["sent_at"] = codec.ts(change.at)
-                alert = row.get("alert") or {}
-                row["alert"] = {k: alert[k] for k in SENT_ALERT_FIELDS if k in alert}
-            if change.count_attempt:
-                row["attempts"] = int(row.get("attempts") or 0) + 1
-            rows[doc_id] = row
+            row = rows.get(doc_id) or self._outbox.get(doc_id=doc_id) or {}
+            rows[doc_id] = codec.delivery_updated(row, change)
         if rows:
             self._outbox.update(_replace_with(rows, self._outbox_ids, "key"), doc_ids=list(rows))
         if changes.news:

@@ -3,15 +3,37 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
 import textwrap
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from tests.conftest import REPO
 from tests.integration.slack_standin import APP_TOKEN, BOT_TOKEN, SlackStandIn
 from tests.test_cli import publish, rss, www  # noqa: F401 - the fixture
+
+#: What would notify people in Slack: a literal ``<`` opening a special or user mention
+#: (``<!channel>``, ``<!here>``, ``<!everyone>``, ``<!subteam^…>``, ``<@U…>``, ``<@W…>``),
+#: whatever follows it (``<!channel>``, ``<!channel&gt;``, ``<!here|here>``), and a broadcast
+#: word whose ``@`` is not followed by the word joiner the bot puts there. The escaped form
+#: ``&lt;!channel&gt;`` shows the text and notifies nobody.
+MENTION = re.compile(r"<[!@]|@(?:channel|here|everyone)\b", re.IGNORECASE)
+
+
+def strings(value: Any) -> Iterator[str]:
+    """Every string in a message: its text and each text of its blocks."""
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for item in value.values():
+            yield from strings(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from strings(item)
 
 
 def test_run_posts_once_and_answers_the_slash_command(
@@ -58,12 +80,17 @@ def test_run_posts_once_and_answers_the_slash_command(
         try:
             slack.sync(slack.wait_connected())
             [post] = slack.sync(slack.wait_for_calls("chat.postMessage"))
-            posted = slack.messages("C0ALERTS")
-            assert len(posted) == 1 and "Treaty news" in posted[0].text
-            assert "<!channel>" not in posted[0].text  # shown, never pinging
+            assert post.token == BOT_TOKEN and post.params["channel"] == "C0ALERTS"
+            [posted] = slack.messages("C0ALERTS")
+            assert "Treaty news" in posted.text
+            # shown as typed, never pinging: in the text and in every block
+            texts = list(strings([posted.text, posted.blocks]))
+            assert [m.group() for t in texts for m in MENTION.finditer(t)] == [], texts
+            assert "&lt;!channel&gt; @\u2060here" in posted.text
+            assert any("&lt;!channel&gt;" in t for t in strings(posted.blocks)), posted.blocks
             command = slack.slash_command("next-session")
             ack = slack.sync(slack.send_command(command))
-            assert ack is not None
+            assert ack.payload is None  # an empty ack: the answer follows on the response_url
             answer = slack.sync(slack.wait_response(command.response))
             assert "Close of signature" in str(answer)
             assert answer.get("response_type") == "ephemeral"
@@ -76,5 +103,5 @@ def test_run_posts_once_and_answers_the_slash_command(
         output = (tmp_path / "bot.log").read_text()
         assert code == 0, output
         assert BOT_TOKEN not in output and APP_TOKEN not in output
-        assert len(slack.messages("C0ALERTS")) == 1
-        assert post is not None
+        assert slack.messages("C0ALERTS") == [posted]
+        assert [c.status for c in slack.calls_to("chat.postMessage")] == [200]

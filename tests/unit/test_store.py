@@ -471,3 +471,69 @@ def test_follows_round_trip_per_person_and_an_empty_list_removes_it(tmp_path: Pa
     assert again.follows() == {bo: (Follow("words", "encryption"),)}
     again.close()
     assert TinyDBStore(path, read_only=True).follows() == {bo: (Follow("words", "encryption"),)}
+
+
+def test_reminders_and_session_snapshots_round_trip_and_are_replaced(tmp_path: Path) -> None:
+    from bot.domain.clauses import ClauseSnapshot
+    from bot.domain.model import SessionEvent
+    from bot.domain.sessions import ReminderState, Snapshot
+
+    path = tmp_path / "state.json"
+    start = NOW + timedelta(days=40)
+    close = SessionEvent(
+        key="sessions:close",
+        source="sessions",
+        title="Close of signature",
+        start=start,
+        end=start + timedelta(hours=8),
+        kind="deadline",
+        all_day=True,
+        timezone="America/New_York",
+        location="UN Headquarters, New York",
+        url="https://treaties.un.org/close",
+        status="rescheduled",
+        description="Last day to sign.",
+        channels=(ChannelName("alerts"), ChannelName("ops")),
+        lead_times=(timedelta(days=14), timedelta(0)),
+    )
+    call = SessionEvent("cal:call@x", "cal", "Coalition call", NOW + timedelta(days=3))
+    sessions = Snapshot(
+        True,
+        {close.key: close},
+        {close.key: NOW - timedelta(days=2)},
+        {close.key: 2},
+        {close.key: NOW - timedelta(days=1)},
+    )
+    calendar = Snapshot(True, {call.key: call}, {call.key: NOW})
+    sent = ReminderState(
+        {close.key: {14 * 86400: start.isoformat()}, f"{call.key}#ops": {3600: "x"}}
+    )
+    store = TinyDBStore(path)
+    assert store.reminders() == ReminderState() and store.snapshot("sessions") == Snapshot()
+    store.commit(Changes(snapshots={"sessions": sessions, "cal": calendar}, reminders=sent))
+    store.close()
+
+    again = TinyDBStore(path)
+    assert again.reminders() == sent
+    assert again.snapshot("sessions") == sessions and again.snapshot("cal") == calendar
+    assert again.snapshots() == {"sessions": sessions, "cal": calendar}
+    assert again.snapshot("other") == Snapshot()
+    # a later state replaces the stored one: one record each, never two
+    later = ReminderState({close.key: {14 * 86400: start.isoformat(), 0: start.isoformat()}})
+    moved = Snapshot(True, {}, {}, {}, {})
+    again.commit(Changes(snapshots={"sessions": moved}, reminders=later))
+    assert again.reminders() == later and again.snapshot("sessions") == moved
+    assert again.snapshots() == {"sessions": moved, "cal": calendar}
+    again.commit(Changes(clauses=ClauseSnapshot(True, {"art-4": "open"})))  # others stay
+    again.close()
+    stored = json.loads(path.read_text())["snapshots"]
+    assert sorted(d["name"] for d in stored.values()) == [
+        "clauses",
+        "events:cal",
+        "events:sessions",
+        "reminders",
+    ]
+    last = TinyDBStore(path, read_only=True)
+    assert last.reminders() == later and last.snapshot("sessions") == moved
+    assert last.clause_snapshot() == ClauseSnapshot(True, {"art-4": "open"})
+    last.close()

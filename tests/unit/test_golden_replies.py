@@ -1,0 +1,419 @@
+"""Every answer, word for word: each command line of ``CASES``, answered from a fixed view at a
+fixed instant, against its expected text in ``tests/data/replies/<case>.txt``.
+
+What members read is the product: a change of wording, of a style (bold, code, a link) or of
+what an answer says in an unusual situation shows up here as a diff to review. After an
+intended change, rewrite the expected files and read the diff before committing:
+
+    TREATY_BOT_WRITE_GOLDEN=1 python -m pytest tests/unit/test_golden_replies.py
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import replace
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from bot.domain.commands import CommandView, Reply, StatusInfo, TreatyView, handle
+from bot.domain.follows import Follow
+from bot.domain.home import home_view
+from bot.domain.model import (
+    Clause,
+    NewsRecord,
+    SessionEvent,
+    SourceHealth,
+    SourceId,
+    SourceView,
+)
+from bot.domain.text import Bullets, Paragraph, Rich, Span
+from bot.domain.treaty import (
+    EntryIntoForceRule,
+    Participant,
+    Statement,
+    TreatySource,
+    TreatyStatus,
+)
+
+DATA = Path(__file__).resolve().parent.parent / "data"
+WRITE = os.environ.get("TREATY_BOT_WRITE_GOLDEN") == "1"
+
+VIENNA = ZoneInfo("Europe/Vienna")
+NOW = datetime(2026, 2, 27, 10, 0, tzinfo=UTC)  # Fri 27 Feb 2026, 11:00 CET
+
+
+def event(key: str, start: datetime, end: datetime | None = None, **kw: object) -> SessionEvent:
+    base: dict[str, object] = {
+        "key": f"sessions:{key}",
+        "source": "sessions",
+        "title": key,
+        "start": start,
+        "end": end,
+    }
+    base.update(kw)
+    return SessionEvent(**base)  # type: ignore[arg-type]
+
+
+SESSIONS = (
+    event(
+        "ahc-7",
+        datetime(2024, 1, 29, 15, 0, tzinfo=UTC),
+        datetime(2024, 2, 9, 23, 0, tzinfo=UTC),
+        title="Ad Hoc Committee, concluding session",
+        status="concluded",
+    ),
+    event(
+        "ongoing",
+        datetime(2026, 2, 26, 8, 0, tzinfo=UTC),
+        datetime(2026, 2, 28, 17, 0, tzinfo=UTC),
+        title="Regional consultation",
+        timezone="Asia/Bangkok",
+        location="UNCC, Bangkok",
+    ),
+    event(
+        "cancelled",
+        datetime(2026, 3, 1, 9, 0, tzinfo=UTC),
+        datetime(2026, 3, 1, 17, 0, tzinfo=UTC),
+        status="cancelled",
+        title="Cancelled briefing",
+    ),
+    event(
+        "ahc-8",
+        datetime(2026, 3, 2, 15, 0, tzinfo=UTC),
+        datetime(2026, 3, 6, 23, 0, tzinfo=UTC),
+        title="Ad Hoc Committee, eighth session",
+        timezone="America/New_York",
+        location="UN Headquarters, New York",
+        url="https://www.unodc.org/ahc8",
+        description="Negotiation of the protocol.",
+    ),
+    event(
+        "comments",
+        datetime(2026, 3, 20, 23, 0, tzinfo=UTC),
+        kind="deadline",
+        title="Written comments on the protocol draft",
+        status="rescheduled",
+    ),
+    event(
+        "close",
+        datetime(2026, 12, 30, 23, 0, tzinfo=UTC),
+        datetime(2026, 12, 31, 23, 0, tzinfo=UTC),
+        kind="deadline",
+        all_day=True,
+        timezone="Europe/Vienna",
+        title="Close of signature",
+        status="postponed",
+    ),
+    event(
+        "informal",
+        datetime(2026, 4, 14, 8, 0, tzinfo=UTC),
+        datetime(2026, 4, 14, 16, 0, tzinfo=UTC),
+        kind="informal",
+        title="Intersessional consultation",
+        timezone="Europe/Vienna",
+        location="Vienna International Centre",
+    ),
+)
+
+CLAUSES = (
+    Clause(
+        id="art-4",
+        article="4",
+        title="Offences established in accordance with other conventions",
+        status="contested",
+        summary="Lets states criminalise any offence of other treaties when committed online.",
+        concerns=("scope", "human-rights"),
+        links=("https://example.org/analysis", "https://example.org/text"),
+        updated=date(2024, 8, 8),
+    ),
+    Clause(id="art-7-10", article="7-10", title="Core cyber offences", status="agreed"),
+    Clause(
+        id="art-24",
+        article="24",
+        title="Conditions and safeguards",
+        status="open",
+        summary="Safeguards for procedural powers, such as human rights law.",
+        concerns=("safeguards",),
+    ),
+    Clause(id="art-24-bis", article="24 bis", title="Privacy safeguards", status="deferred"),
+    Clause(id="art-28-4", article="28(4)", title="Compelled assistance", status="reserved"),
+    Clause(id="art-41-43", article="41–43", title="24/7 network", status="adopted"),
+)
+
+NEWS = (
+    NewsRecord(
+        SourceId("hrw"),
+        "k3",
+        "UN cybercrime treaty threatens privacy",
+        "https://www.hrw.org/news/3",
+        NOW - timedelta(hours=2),
+        NOW - timedelta(hours=1),
+        ("cybercrime",),
+    ),
+    NewsRecord(
+        SourceId("eff"),
+        "k2",
+        "Ad Hoc Committee closes with a vote",
+        "https://www.eff.org/2",
+        None,
+        NOW - timedelta(days=1),
+        ("Ad Hoc Committee",),
+    ),
+    NewsRecord(
+        SourceId("hrw"),
+        "k1",
+        "States sign the convention in Hanoi",
+        None,
+        NOW - timedelta(days=3),
+        NOW - timedelta(days=3),
+        ("cybercrime",),
+    ),
+)
+
+SOURCES = (
+    SourceView(
+        id="hrw",
+        name="Human Rights Watch",
+        kind="feed",
+        url="https://www.hrw.org/rss/news",
+        every=timedelta(minutes=30),
+        health=SourceHealth(last_success=NOW - timedelta(minutes=10)),
+        last_poll=NOW - timedelta(minutes=10),
+        last_outcome="ok",
+        next_poll=NOW + timedelta(minutes=20),
+        schedule="adaptive",
+        interval=timedelta(minutes=30),
+    ),
+    SourceView(
+        id="eff",
+        name="EFF Deeplinks",
+        kind="feed",
+        url="https://www.eff.org/rss",
+        every=timedelta(minutes=15),
+        health=SourceHealth(
+            failures=3,
+            last_success=NOW - timedelta(days=1),
+            last_error="HTTP 503 Service Unavailable",
+            last_error_at=NOW - timedelta(minutes=5),
+            failing_since=NOW - timedelta(hours=1),
+            alerted=True,
+        ),
+        last_poll=NOW - timedelta(minutes=5),
+        last_outcome="http_error",
+        moved_to="https://www.eff.org/rss/updates.xml",
+    ),
+    SourceView(
+        id="unodc-events",
+        name="UNODC events",
+        kind="calendar",
+        url="https://example.org/events.ics",
+        every=timedelta(hours=6),
+        health=SourceHealth(),
+    ),
+    SourceView(
+        id="depositary",
+        name="UN Treaty Collection",
+        kind="depositary",
+        url="https://treaties.un.org/doc/Publication/MTDSG/Volume%20I/Chapter%20XVIII/XVIII-16.en.xml",
+        every=timedelta(hours=12),
+        health=SourceHealth(last_success=NOW - timedelta(hours=3)),
+        pushed=True,
+    ),
+)
+
+RULE = EntryIntoForceRule(40, 90)
+DEPOSITARY = TreatySource("depositary", "UN Treaty Collection", "https://treaties.un.org/x", ())
+STATUS = TreatyStatus(
+    participants=(
+        Participant("Germany", date(2025, 10, 25)),
+        Participant("Viet Nam", date(2025, 10, 25), date(2026, 1, 15), "ratification"),
+        Participant("Türkiye", date(2025, 10, 26), date(2026, 2, 2), "accession"),
+        Participant("European Union", date(2025, 10, 25), date(2026, 2, 10), "approval"),
+        Participant("United States of America", date(2025, 10, 25)),
+    ),
+    statements=(
+        Statement("Viet Nam", "declaration", "In accordance with article 47, paragraph 2 …"),
+        Statement("Türkiye", "reservation", "Türkiye does not consider itself bound by 63(2)."),
+    ),
+)
+FOLLOWS = (
+    Follow("clause", "art-24", "24"),
+    Follow("state", "Germany"),
+    Follow("words", "data protection"),
+)
+
+
+def view(**kw: object) -> CommandView:
+    base: dict[str, object] = {
+        "sessions": SESSIONS,
+        "clauses": CLAUSES,
+        "news": NEWS,
+        "sources": SOURCES,
+        "tz": VIENNA,
+        "is_admin": True,
+        "status": StatusInfo("1.2.3", NOW - timedelta(days=2, hours=3), 4, ("slack", "matrix")),
+        "source_names": {s.id: s.name for s in SOURCES},
+        "treaty": TreatyView(STATUS, RULE, DEPOSITARY, NOW - timedelta(hours=3)),
+        "calendar_url": "https://bot.example.org/calendar.ics",
+        "follows": FOLLOWS,
+    }
+    base.update(kw)
+    return CommandView(**base)  # type: ignore[arg-type]
+
+
+EMPTY = view(
+    sessions=(),
+    clauses=(),
+    news=(),
+    sources=(),
+    is_admin=False,
+    status=None,
+    source_names={},
+    treaty=None,
+    calendar_url=None,
+    follows=(),
+)
+NOT_READ = view(treaty=TreatyView(None, RULE, DEPOSITARY, None, "HTTP 503"))
+FAILING = view(treaty=replace(view().treaty, problem="the record lost 5 participants"))  # type: ignore[arg-type]
+IN_FORCE = view(
+    treaty=TreatyView(
+        TreatyStatus(
+            tuple(
+                Participant(f"State {n}", date(2025, 10, 25), date(2026, 1, n % 28 + 1), "ratification")
+                for n in range(41)
+            )
+        ),
+        RULE,
+        DEPOSITARY,
+        NOW,
+    )
+)
+FULL_OF_FOLLOWS = view(follows=tuple(Follow("words", f"topic {n}") for n in range(50)))
+
+#: case name -> (view, command line)
+CASES: dict[str, tuple[CommandView, str]] = {
+    "help": (view(), "help"),
+    "help-sessions": (view(), "help sessions"),
+    "help-follow": (view(), "help follow"),
+    "help-unknown": (view(), "help banana"),
+    "help-not-admin": (EMPTY, "help"),
+    "next-session": (view(), "next-session"),
+    "next-session-shared": (view(), "next-session share"),
+    "next-session-nothing-ahead": (view(sessions=SESSIONS[:1]), "next-session"),
+    "next-session-none": (EMPTY, "next-session"),
+    "sessions": (view(), "sessions"),
+    "sessions-2": (view(), "sessions 2"),
+    "sessions-none": (EMPTY, "sessions"),
+    "sessions-0": (view(), "sessions 0"),
+    "sessions-word": (view(), "sessions many"),
+    "clauses": (view(), "clauses"),
+    "clauses-contested": (view(), "clauses contested"),
+    "clauses-word": (view(), "clauses privacy"),
+    "clauses-no-match": (view(), "clauses banana"),
+    "clauses-none": (EMPTY, "clauses"),
+    "clause-4": (view(), "clause 4"),
+    "clause-article": (view(), "clause art. 28"),
+    "clause-several": (view(), "clause 24"),
+    "clause-unknown": (view(), "clause 99"),
+    "clause-missing": (view(), "clause"),
+    "news": (view(), "news"),
+    "news-2-word": (view(), "news 2 privacy"),
+    "news-no-match": (view(), "news banana"),
+    "news-none": (EMPTY, "news"),
+    "feeds": (view(), "feeds"),
+    "feeds-none": (EMPTY, "feeds"),
+    "ratifications": (view(), "ratifications"),
+    "ratifications-not-read": (NOT_READ, "ratifications"),
+    "ratifications-failing": (FAILING, "ratifications"),
+    "ratifications-in-force": (IN_FORCE, "ratifications"),
+    "ratifications-no-depositary": (EMPTY, "ratifications"),
+    "country-viet-nam": (view(), "country viet nam"),
+    "country-turkey": (view(), "country turkey"),
+    "country-us": (view(), "country US"),
+    "country-unknown": (view(), "country germny"),
+    "country-not-read": (NOT_READ, "country germany"),
+    "country-missing": (view(), "country"),
+    "follow-clause": (view(follows=()), "follow art-24"),
+    "follow-state": (view(follows=()), "follow turkey"),
+    "follow-words": (view(follows=()), 'follow "data protection"'),
+    "follow-already": (view(), "follow art-24"),
+    "follow-too-many": (FULL_OF_FOLLOWS, "follow privacy"),
+    "follow-several-clauses": (view(follows=()), "follow 24"),
+    "follow-unknown-clause": (view(follows=()), "follow art. 99"),
+    "follow-missing": (view(), "follow"),
+    "unfollow-clause": (view(), "unfollow art-24"),
+    "unfollow-all": (view(), "unfollow all"),
+    "unfollow-not-followed": (view(), "unfollow art-4"),
+    "unfollow-nothing-followed": (view(follows=()), "unfollow art-4"),
+    "following": (view(), "following"),
+    "following-nothing": (view(follows=()), "following"),
+    "status": (view(), "status"),
+    "status-not-admin": (EMPTY, "status"),
+    "reload": (view(), "reload"),
+    "unknown": (view(), "nxt-session"),
+}
+
+
+def marked(spans: tuple[Span, ...]) -> str:
+    out: list[str] = []
+    for span in spans:
+        text = {"bold": "*{}*", "italic": "_{}_", "code": "`{}`"}.get(span.style, "{}")
+        text = text.format(span.text)
+        out.append(f"[{text}]({span.href})" if span.href else text)
+    return "".join(out)
+
+
+def rendered(blocks: Rich) -> list[str]:
+    lines: list[str] = []
+    for block in blocks:
+        if isinstance(block, Paragraph):
+            lines.append(marked(block.spans))
+        else:
+            assert isinstance(block, Bullets)
+            lines.extend(f"• {marked(item)}" for item in block.items)
+    return lines
+
+
+def reply_text(reply: Reply) -> str:
+    follows = ", ".join(f.key for f in reply.follows) if reply.follows is not None else "-"
+    head = [
+        f"title: {reply.title}",
+        f"share={reply.share} ok={reply.ok} action={reply.action} direct={reply.direct}",
+        f"follows: {follows}",
+        "---",
+    ]
+    return "\n".join(head + rendered(reply.body)) + "\n"
+
+
+def check(name: str, actual: str, folder: str = "replies") -> None:
+    path = DATA / folder / f"{name}.txt"
+    if WRITE:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(actual)
+    assert path.exists(), f"{path} is missing: write it with TREATY_BOT_WRITE_GOLDEN=1"
+    assert actual == path.read_text(), f"{name}: the answer differs from {path}"
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_answer_is_word_for_word(name: str) -> None:
+    command_view, line = CASES[name]
+    check(name, reply_text(handle(line, command_view, NOW)))
+
+
+@pytest.mark.parametrize("follows", [FOLLOWS, ()], ids=["follows", "nothing-followed"])
+def test_home_page_is_word_for_word(follows: tuple[Follow, ...]) -> None:
+    page = home_view(SESSIONS, follows, CLAUSES, VIENNA, NOW)
+    lines = [
+        f"title: {page.title}",
+        *rendered(page.intro),
+        f"## {page.dates_title}",
+        *(marked(line) for line in page.dates),
+        *rendered(page.no_dates),
+        f"## {page.follows_title}",
+        *(f"{marked(f.line)} [{page.unfollow_label}: {f.key}]" for f in page.follows),
+        *rendered(page.no_follows),
+    ]
+    check(f"home-{'follows' if follows else 'nothing-followed'}", "\n".join(lines) + "\n")
