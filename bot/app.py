@@ -67,6 +67,7 @@ from bot.domain.treaty import TreatySnapshot, projection
 from bot.errors import ConfigError, DeliveryError, Problem, StoreError, TreatyBotError
 from bot.metrics import Metrics
 from bot.people import FollowBook, person_of
+from bot.platforms import build_transports
 from bot.polling import (
     PollOutcome,
     feed_rule,
@@ -271,7 +272,14 @@ class App:
             self.transports = (
                 dict(self._given_transports)
                 if self._given_transports is not None
-                else self._build_transports()
+                else build_transports(
+                    self.config,
+                    self.environ,
+                    self.console,
+                    self.clock,
+                    state_dir=self.state.files,
+                    dry_run=self.dry_run,
+                )
             )
             self.metrics.start(self.transports, self.transports)
             if "console" in self.transports and not self.dry_run:
@@ -317,58 +325,6 @@ class App:
         if self.store is not None:
             await self.store.close()
             self.store = None
-
-    def _build_transports(self) -> dict[str, Transport]:
-        """The platforms whose credentials are in the environment; the console otherwise."""
-        env = self.environ
-        transports: dict[str, Transport] = {}
-        if self.dry_run:
-            return {"console": self.console}  # previews and answers stay on this terminal
-        if env.get("MATRIX_HOMESERVER") or env.get("MATRIX_USER_ID"):
-            transports["matrix"] = self._matrix_transport(env)
-        if env.get("SLACK_BOT_TOKEN"):
-            transports["slack"] = self._slack_transport(env)
-        if not transports:
-            transports["console"] = self.console
-        return transports
-
-    def _matrix_transport(self, env: Mapping[str, str]) -> Transport:
-        missing = [name for name in ("MATRIX_HOMESERVER", "MATRIX_USER_ID") if not env.get(name)]
-        if not (env.get("MATRIX_ACCESS_TOKEN") or env.get("MATRIX_PASSWORD")):
-            missing.append("MATRIX_ACCESS_TOKEN or MATRIX_PASSWORD")
-        if missing:
-            raise DeliveryError(
-                "Matrix needs " + ", ".join(missing) + " in the environment",
-                resource="matrix",
-                permanent=True,
-            )
-        from bot.transports.matrix import MatrixTransport  # nio loads only when Matrix is used
-
-        bot = self.config.bot
-        return MatrixTransport(
-            homeserver=env["MATRIX_HOMESERVER"],
-            user_id=env["MATRIX_USER_ID"],
-            access_token=env.get("MATRIX_ACCESS_TOKEN") or None,
-            password=env.get("MATRIX_PASSWORD") or None,
-            rooms={name: t.matrix for name, t in bot.channels.items() if t.matrix},
-            state_dir=self.state.files / "matrix",
-            command_prefix=bot.matrix.command_prefix,
-            admins=bot.admins.matrix,
-        )
-
-    def _slack_transport(self, env: Mapping[str, str]) -> Transport:
-        from bot.transports.slack import SlackTransport  # slack_bolt loads only when used
-
-        bot = self.config.bot
-        return SlackTransport(
-            bot_token=env["SLACK_BOT_TOKEN"],
-            mode=bot.slack.mode,
-            app_token=env.get("SLACK_APP_TOKEN") or None,
-            signing_secret=env.get("SLACK_SIGNING_SECRET") or None,
-            api_url=env.get("SLACK_API_URL") or None,
-            channels={name: t.slack for name, t in bot.channels.items() if t.slack},
-            clock=self.clock,
-        )
 
     # -- commands ---------------------------------------------------------------------------
 
