@@ -23,7 +23,7 @@ from datetime import datetime, timedelta
 from types import TracebackType
 from typing import TYPE_CHECKING, TextIO
 
-from bot import __version__
+from bot import __version__, timeline
 from bot.clock import Clock, SystemClock
 from bot.configuration import load_config
 from bot.configuration.loader import FILES
@@ -61,9 +61,8 @@ from bot.domain.model import (
 )
 from bot.domain.planner import digest
 from bot.domain.schedule import Schedule, Window, next_poll, session_windows
-from bot.domain.sessions import ChangePlan, Snapshot, plan_changes, plan_reminders
+from bot.domain.sessions import plan_changes, plan_reminders
 from bot.domain.text import render_plain
-from bot.domain.treaty import TreatySnapshot, projection
 from bot.errors import ConfigError, DeliveryError, Problem, StoreError, TreatyBotError
 from bot.metrics import Metrics
 from bot.people import FollowBook, person_of
@@ -77,13 +76,13 @@ from bot.polling import (
     push_feed,
 )
 from bot.scheduler import Supervisor, periodic
-from bot.sources.calendar_export import render_calendar
 from bot.sources.http import HttpFetcher
 from bot.sources.parsing import Parsers
 from bot.sources.websub import HubAnswer, request_hub
 from bot.storage import open_store, state_location
 from bot.store.base import Changes
 from bot.store.runner import AsyncStore
+from bot.timeline import CALENDAR_PATH
 from bot.transports.base import Answer, Inbound, Transport
 from bot.transports.console import ConsoleTransport, Format
 from bot.websub import CALLBACK_PATH, WebSubSubscriber
@@ -117,9 +116,6 @@ SHUTDOWN_BUDGET = 10.0
 
 #: How often reminders and YAML edits are looked at while running.
 SESSIONS_EVERY = timedelta(seconds=30)
-
-#: Where the bot's HTTP server serves the timeline as an iCalendar feed.
-CALENDAR_PATH = "/calendar.ics"
 
 
 def listen_address(http: HttpSettings, environ: Mapping[str, str]) -> tuple[str, int]:
@@ -339,14 +335,6 @@ class App:
             return inbound.user in admins.matrix
         return False
 
-    def _event_sources(self) -> set[str]:
-        """The sources whose stored listings are on the timeline: the calendars, and the dates
-        computed from the depositary's record."""
-        sources = {c.id for c in self.config.calendars}
-        if self.config.depositary is not None:
-            sources.add(self.config.depositary.id)
-        return sources
-
     async def treaty_view(self) -> TreatyView | None:
         """The depositary's record as the treaty commands show it (none without the source)."""
         depositary = self.config.depositary
@@ -396,43 +384,17 @@ class App:
     # -- the timeline -----------------------------------------------------------------------
 
     async def timeline(self) -> list[SessionEvent]:
-        """Every session, meeting and deadline the bot knows: what ``sessions`` and
-        ``next-session`` answer from and ``/calendar.ics`` serves."""
-        snapshots = await self._timeline_snapshots()
-        return [e for snap in snapshots.values() for e in snap.events.values()]
-
-    async def _timeline_snapshots(self, sessions: Snapshot | None = None) -> dict[str, Snapshot]:
-        """The snapshot of each event source on the timeline, by source id: the configured
-        calendars, and sessions.yaml (``sessions`` as just planned; by default the stored
-        snapshot holding the YAML's events as they are now). An event source added to the bot
-        joins the answers, the reminders and the calendar feed here."""
-        store = self._require()[0]
-        stored = await store.snapshots()
-        configured = self._event_sources()
-        snapshots = {k: v for k, v in stored.items() if k in configured}
-        if sessions is None:
-            written = {e.key: e for e in self.config.sessions()}
-            sessions = replace(stored.get(SESSIONS_SOURCE, Snapshot()), events=written)
-        snapshots[SESSIONS_SOURCE] = sessions
-        return snapshots
+        """Every session, meeting and deadline the bot knows (``bot.timeline``)."""
+        return await timeline.timeline(self.config, self._require()[0])
 
     async def calendar_ics(self) -> bytes:
         """The timeline as an iCalendar feed: the same bytes while nothing changes."""
-        snapshots = await self._timeline_snapshots()
-        entries = [(e, s.revision(e.key)) for s in snapshots.values() for e in s.events.values()]
-        # a few thousand events take a while to write: off the loop
-        return await asyncio.to_thread(
-            render_calendar,
-            entries,
-            tz=self.config.tz,
-            prodid=f"-//Treaty Watch//treaty-bot {__version__}//EN",
-        )
+        return await timeline.calendar_ics(self.config, self._require()[0])
 
     @property
     def calendar_url(self) -> str | None:
         """Where members subscribe to the timeline (``http.public_url`` set), else ``None``."""
-        base = self.config.bot.http.public_url
-        return base.rstrip("/") + CALENDAR_PATH if base else None
+        return timeline.calendar_url(self.config)
 
     def _source_views(
         self, healths: Mapping[str, SourceHealth], statuses: Mapping[str, SourceStatus]
@@ -660,11 +622,11 @@ class App:
         if clause_plan.changed:
             changes.clauses = clause_plan.snapshot
 
-        computed = await self._plan_computed_dates(now)
+        computed = await timeline.plan_computed_dates(self.config, store, now)
         if computed is not None:
             alerts.extend(computed.alerts)
             changes.snapshots[self.config.treaty_source().id] = computed.snapshot
-        snapshots = await self._timeline_snapshots(yaml_plan.snapshot)
+        snapshots = await timeline.timeline_snapshots(self.config, store, yaml_plan.snapshot)
         if computed is not None:
             snapshots[self.config.treaty_source().id] = computed.snapshot
         events = [e for snap in snapshots.values() for e in snap.events.values()]
@@ -691,28 +653,6 @@ class App:
             await store.commit(changes)
             self._count_queued(changes)
         return alerts
-
-    async def _plan_computed_dates(self, now: datetime) -> ChangePlan | None:
-        """Entry into force and the first Conference, computed from the depositary's record:
-        added, moved or removed like any session (``None`` when nothing changed)."""
-        if self.config.depositary is None:
-            return None
-        store, _, _ = self._require()
-        record: TreatySnapshot = await store.treaty_snapshot()
-        if not record.initialized:
-            return None  # nothing is known yet: the first record only remembers
-        source = self.config.treaty_source()
-        plan = plan_changes(
-            source.id,
-            await store.snapshot(source.id),
-            projection(record.status, self.config.entry_into_force(), source),
-            now,
-            self.config.tz,
-            complete=True,
-            may_be_empty=True,
-            channels=source.channels,
-        )
-        return plan if plan.changed else None
 
     @property
     def sources(self) -> tuple[SourceConfig, ...]:
