@@ -392,15 +392,3 @@ def _reminder(
         body=body,
         event_start=event.start,
     )
-
-
-def upcoming(events: Iterable[SessionEvent], now: datetime) -> list[SessionEvent]:
-    """Events not over and not cancelled, soonest first."""
-    return sorted(
-        (e for e in events if e.status != "cancelled" and _ahead(e, now)),
-        key=lambda e: (e.start, e.key),
-    )
-
-
-def with_channels(event: SessionEvent, channels: tuple[ChannelName, ...]) -> SessionEvent:
-    return event if event.channels else replace(event, channels=channels)

@@ -14,10 +14,6 @@ def format_local(instant: datetime, tz: ZoneInfo) -> str:
     return local.strftime("%a %d %b %Y, %H:%M ") + (local.tzname() or tz.key)
 
 
-def format_day(instant: datetime, tz: ZoneInfo) -> str:
-    return _local(instant, tz).strftime("%a %d %b %Y")
-
-
 def _local(instant: datetime, tz: ZoneInfo) -> datetime:
     """``instant`` in ``tz``; at the edges of the calendar (year 9999, from a feed), as it is."""
     try:

@@ -23,7 +23,7 @@ entry into force. ``projection`` turns both dates into timeline events.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Literal
@@ -383,16 +383,3 @@ def _day_event(
         description=description,
         channels=source.channels,
     )
-
-
-def state_actions(status: TreatyStatus, name: str) -> Sequence[TreatyAction]:
-    """Every dated action of one state, in order."""
-    p = status.participant(name)
-    if p is None:
-        return ()
-    out = []
-    if p.signed is not None:
-        out.append(TreatyAction(p.name, "signature", p.signed))
-    if p.consent is not None and p.consent_kind is not None:
-        out.append(TreatyAction(p.name, p.consent_kind, p.consent))
-    return out

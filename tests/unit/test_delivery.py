@@ -9,10 +9,12 @@ from pathlib import Path
 
 import pytest
 
+from bot import delivery
 from bot.clock import FixedClock
-from bot.delivery import Outbox
+from bot.delivery import Outbox, retry_delay
 from bot.domain.model import Alert, AlertId, ChannelName, Delivery
 from bot.errors import DeliveryError
+from bot.metrics import Metrics
 from bot.store.base import Changes, DeliveryUpdate
 from bot.store.runner import AsyncStore
 from bot.store.tinydb_store import TinyDBStore
@@ -195,4 +197,121 @@ async def test_a_failed_post_that_reached_the_platform_is_not_posted_again(
     restarted = Outbox(store, {"fake": fake}, clock)  # as after a restart
     report = await restarted.deliver_due()
     assert report.sent == 1 and fake.posted == []
+    await store.close()
+
+
+def test_retry_delay_doubles_from_five_seconds_up_to_thirty_minutes_with_jitter(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    asked: list[tuple[float, float]] = []
+
+    def middle(low: float, high: float) -> float:
+        asked.append((low, high))
+        return (low + high) / 2
+
+    monkeypatch.setattr(delivery.random, "uniform", middle)
+    delays = [retry_delay(n).total_seconds() for n in (0, 1, 2, 3, 9, 10, 100)]
+    assert delays == pytest.approx([5, 5, 10, 20, 1280, 1800, 1800])
+    assert set(asked) == {(0.8, 1.2)}  # up to a fifth earlier or later
+    monkeypatch.setattr(delivery.random, "uniform", lambda low, high: low)
+    assert retry_delay(2) == timedelta(seconds=8)
+    monkeypatch.setattr(delivery.random, "uniform", lambda low, high: high)
+    assert retry_delay(2) == timedelta(seconds=12)
+
+
+class Recording(FakeTransport):
+    """Also records what the outbox asks the platform about."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.asked: list[tuple[str, str, str]] = []
+
+    async def was_delivered(self, channel: ChannelName, alert: Alert, key: str) -> bool:
+        self.asked.append((channel, alert.id, key))
+        return await super().was_delivered(channel, alert, key)
+
+
+def sample(metrics: Metrics, name: str, **labels: str) -> float:
+    return metrics.registry.get_sample_value(name, labels) or 0.0
+
+
+async def test_reports_and_metrics_count_every_row(tmp_path: Path) -> None:
+    store = AsyncStore(TinyDBStore(tmp_path / "state.json"))
+    fake, clock, metrics = Recording(), FixedClock(NOW), Metrics()
+    outbox = Outbox(store, {"fake": fake}, clock, metrics)
+    rows = await queue(
+        store,
+        outbox,
+        alert(1, "alerts", "ops", "news", "later"),
+        alert(2, "ops"),
+        alert(3, "alerts"),
+    )
+    fake.fail["alerts"] = [DeliveryError("HTTP 503")]
+    fake.fail["ops"] = [DeliveryError("HTTP 503")]
+    fake.fail["news"] = [DeliveryError("channel_not_found", permanent=True)]
+    fake.fail["later"] = [DeliveryError("is_archived", permanent=True)]
+    report = await outbox.deliver_due()
+    assert (report.sent, report.retrying, report.failed) == (0, 2, 2)
+    assert fake.asked == []  # rows sent for the first time: nothing to ask the platform
+    assert (
+        sample(metrics, "treatybot_alerts_failed_total", transport="fake", permanent="false") == 2
+    )
+    assert sample(metrics, "treatybot_alerts_failed_total", transport="fake", permanent="true") == 2
+    failed = {r.channel: r for r in await store.deliveries(("failed",))}
+    assert set(failed) == {"news", "later"}
+    assert failed["news"].attempts == 1 and failed["news"].last_error == (
+        "delivery failed: channel_not_found"
+    )
+    waiting = {r.key: r for r in await store.deliveries(("sending",))}
+    retried = waiting[rows[0].key]
+    assert retried.attempts == 1 and retried.last_error == "delivery failed: HTTP 503"
+    assert retried.next_try is not None
+    assert timedelta(seconds=4) <= retried.next_try - NOW <= timedelta(seconds=6)
+    assert waiting[rows[5].key].attempts == 0  # a3 waits behind a1, untried
+
+    # rows marked "sending" are checked with the platform first, each in its own channel
+    fake.platform_has.add(rows[0].key)  # a1 in alerts did arrive
+    clock.set(NOW + timedelta(minutes=1))
+    report = await outbox.deliver_due()
+    assert (report.sent, report.retrying, report.failed) == (4, 0, 0)
+    assert sorted(fake.asked) == [
+        ("alerts", "a1", rows[0].key),
+        ("alerts", "a3", rows[5].key),
+        ("ops", "a1", rows[1].key),
+        ("ops", "a2", rows[4].key),
+    ]
+    assert sorted(fake.posted) == [("alerts", "a3"), ("ops", "a1"), ("ops", "a2")]
+    assert sample(metrics, "treatybot_alerts_sent_total", transport="fake") == 3
+    assert sample(metrics, "treatybot_delivery_latency_seconds_count", transport="fake") == 3
+    await store.close()
+
+
+async def test_rows_after_an_interrupted_or_refused_one_still_go(tmp_path: Path) -> None:
+    store = AsyncStore(TinyDBStore(tmp_path / "state.json"))
+    fake, clock = Recording(), FixedClock(NOW)
+    outbox = Outbox(store, {"fake": fake}, clock)
+    first, second, third = await queue(
+        store, outbox, alert(1, "alerts"), alert(2, "alerts"), alert(3, "alerts")
+    )
+    assert outbox.depth == 0
+    interrupted = [DeliveryUpdate(r.key, "sending", NOW) for r in (first, second)]
+    await store.commit(Changes(deliveries=interrupted))
+    fake.platform_has.update({first.key, second.key})
+    fake.fail["alerts"] = [DeliveryError("msg_too_long", permanent=True)]
+    report = await outbox.deliver_due()
+    # both interrupted rows were on the platform already; the third is refused for good
+    assert (report.sent, report.failed) == (2, 1)
+    assert [(r.key, r.sent_at) for r in await store.deliveries(("sent",))] == [
+        (first.key, NOW),
+        (second.key, NOW),
+    ]
+    fourth, fifth, _ = await queue(
+        store, outbox, alert(4, "alerts"), alert(5, "alerts"), alert(6, "alerts")
+    )
+    fake.fail["alerts"] = [DeliveryError("msg_too_long", permanent=True)] * 2
+    report = await outbox.deliver_due()
+    assert (report.sent, report.failed) == (1, 2)
+    assert fake.posted == [("alerts", "a6")]  # a refused row does not hold up the next
+    failed = [r.key for r in await store.deliveries(("failed",))]
+    assert failed == [third.key, fourth.key, fifth.key]
     await store.close()

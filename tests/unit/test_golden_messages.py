@@ -90,7 +90,9 @@ NOTIFICATION = Statement("France", "notification", "France notifies the Secretar
 
 
 def alert(kind: str, title: str, body: Rich = (), url: str | None = "https://e.org/a") -> Alert:
-    return Alert(kind, AlertId(f"{kind}:x"), (ChannelName("alerts"),), "x", title, url, "", NOW, body)  # type: ignore[arg-type]
+    return Alert(
+        kind, AlertId(f"{kind}:x"), (ChannelName("alerts"),), "x", title, url, "", NOW, body
+    )  # type: ignore[arg-type]
 
 
 def text(value: str | Rich | tuple[str, Rich] | list[tuple[Span, ...]]) -> str:
@@ -121,9 +123,7 @@ CASES: dict[str, Callable[[], str | Rich | tuple[str, Rich] | list[tuple[Span, .
     ),
     "reissue-repeated-and-older": lambda: (
         m.news_reissue_title("HRW", 5),
-        m.news_reissue_body(
-            "HRW", repeated=3, older=2, last_success=NOW, posted=1, tz=VIENNA
-        ),
+        m.news_reissue_body("HRW", repeated=3, older=2, last_success=NOW, posted=1, tz=VIENNA),
     ),
     "reissue-one-repeated": lambda: (
         m.news_reissue_title("HRW", 1),
@@ -265,12 +265,14 @@ CASES: dict[str, Callable[[], str | Rich | tuple[str, Rich] | list[tuple[Span, .
             TreatyAction("Germany", "statement-withdrawn", None, OBJECTION), ONE, "UNTC", None
         ),
     ),
-    "treaty-statement-words": lambda: "\n".join(
-        m.statement_word(kind)
-        for kind in ("declaration", "reservation", "objection", "notification", "")
-    )
-    + "\n"
-    + m.treaty_action_title(TreatyAction("France", "statement-made", None, NOTIFICATION)),
+    "treaty-statement-words": lambda: (
+        "\n".join(
+            m.statement_word(kind)
+            for kind in ("declaration", "reservation", "objection", "notification", "")
+        )
+        + "\n"
+        + m.treaty_action_title(TreatyAction("France", "statement-made", None, NOTIFICATION))
+    ),
     "entry-into-force": lambda: "\n".join(
         (
             m.entry_into_force_description(40, "Viet Nam", date(2026, 12, 1)),

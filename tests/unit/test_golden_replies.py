@@ -18,7 +18,14 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from bot.domain.commands import CommandView, Reply, StatusInfo, TreatyView, handle
+from bot.domain.commands import (
+    CommandView,
+    Reply,
+    StatusInfo,
+    TreatyView,
+    handle,
+    parse_command,
+)
 from bot.domain.follows import Follow
 from bot.domain.home import home_view
 from bot.domain.model import (
@@ -282,8 +289,8 @@ IN_FORCE = view(
     treaty=TreatyView(
         TreatyStatus(
             tuple(
-                Participant(f"State {n}", date(2025, 10, 25), date(2026, 1, n % 28 + 1), "ratification")
-                for n in range(41)
+                Participant(name, date(2025, 10, 25), date(2026, 1, 1), "ratification")
+                for name in (f"State {chr(65 + n % 26)}{chr(97 + n // 26)}" for n in range(41))
             )
         ),
         RULE,
@@ -292,6 +299,13 @@ IN_FORCE = view(
     )
 )
 FULL_OF_FOLLOWS = view(follows=tuple(Follow("words", f"topic {n}") for n in range(50)))
+JUST_ENDED = view(
+    sessions=(
+        event("ended", NOW - timedelta(hours=3), NOW, title="Briefing that ends now"),
+        event("cancelled", NOW + timedelta(days=1), status="cancelled", title="Cancelled"),
+        event("over", NOW - timedelta(days=3), NOW - timedelta(days=2), status="concluded"),
+    )
+)
 
 #: case name -> (view, command line)
 CASES: dict[str, tuple[CommandView, str]] = {
@@ -354,6 +368,44 @@ CASES: dict[str, tuple[CommandView, str]] = {
     "status-not-admin": (EMPTY, "status"),
     "reload": (view(), "reload"),
     "unknown": (view(), "nxt-session"),
+    "unknown-close-to-an-alias": (view(), "folow art-24"),
+    "sessions-shared": (view(), "sessions share"),
+    "sessions-too-many": (view(), "sessions 26"),
+    "sessions-two-numbers": (view(), "sessions 1 2"),
+    "sessions-just-ended": (JUST_ENDED, "sessions"),
+    "next-session-just-ended": (JUST_ENDED, "next-session"),
+    "feeds-with-words": (view(), "feeds please"),
+    "clauses-all": (view(), "clauses all shared"),
+    "clauses-all-shared": (view(), "clauses all share"),
+    "clause-range-start": (view(), "clause 7"),
+    "clause-range-end": (view(), "clause art. 10 share"),
+    "clause-close": (view(), "clause art-25"),
+    "news-too-many": (view(), "news 21"),
+    "news-2-word-shared": (view(), "share news 2 privacy"),
+    "help-shared": (view(), "help share"),
+    "help-clause-shared": (view(), "/treaty help clause share"),
+    "help-two-words": (view(), "help clause news"),
+    "country-shared": (view(), "country viet nam share"),
+    "follow-shared": (view(follows=()), "follow germany share"),
+    "follow-quoted-share": (view(follows=()), 'follow "privacy share" share'),
+    "follow-quoted-words-share": (view(follows=()), "follow “data protection” share"),
+    "follow-unclosed-quote": (view(follows=()), "follow 'open quote share"),
+    "follow-one-quoted-word": (view(follows=()), "follow 'share'"),
+    "follow-empty-quotes": (view(follows=()), 'follow ""'),
+    "follow-only-share": (view(follows=()), "!treaty follow share"),
+    "follow-too-long": (view(follows=()), "follow " + "w" * 101),
+    "follow-longest": (view(follows=()), "follow " + "w" * 100),
+    "follow-germany-not-read": (NOT_READ, "follow germany"),
+    "unfollow-article": (view(), "unfollow 24"),
+    "unfollow-other-name": (view(), "unfollow deutschland"),
+    "unfollow-state-other-name": (view(follows=(Follow("state", "Türkiye"),)), "unfollow turkey"),
+    "unfollow-quoted": (view(), 'unfollow "data protection"'),
+    "unfollow-quoted-unknown": (view(), 'unfollow "art-24"'),
+    "unfollow-key": (view(), "unfollow clause:art-24"),
+    "unfollow-resolved": (view(), "unfollow conditions and safeguards"),
+    "unfollow-all-shared": (view(), "unfollow all share"),
+    "unfollow-all-nothing": (view(follows=()), "unfollow all"),
+    "reload-shared": (view(), "reload share"),
 }
 
 
@@ -377,9 +429,10 @@ def rendered(blocks: Rich) -> list[str]:
     return lines
 
 
-def reply_text(reply: Reply) -> str:
+def reply_text(line: str, reply: Reply) -> str:
     follows = ", ".join(f.key for f in reply.follows) if reply.follows is not None else "-"
     head = [
+        f"parsed: {parse_command(line)!r}",
         f"title: {reply.title}",
         f"share={reply.share} ok={reply.ok} action={reply.action} direct={reply.direct}",
         f"follows: {follows}",
@@ -388,8 +441,8 @@ def reply_text(reply: Reply) -> str:
     return "\n".join(head + rendered(reply.body)) + "\n"
 
 
-def check(name: str, actual: str, folder: str = "replies") -> None:
-    path = DATA / folder / f"{name}.txt"
+def check(name: str, actual: str, folder: str = "replies", suffix: str = ".txt") -> None:
+    path = DATA / folder / f"{name}{suffix}"
     if WRITE:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(actual)
@@ -400,7 +453,7 @@ def check(name: str, actual: str, folder: str = "replies") -> None:
 @pytest.mark.parametrize("name", list(CASES))
 def test_answer_is_word_for_word(name: str) -> None:
     command_view, line = CASES[name]
-    check(name, reply_text(handle(line, command_view, NOW)))
+    check(name, reply_text(line, handle(line, command_view, NOW)))
 
 
 @pytest.mark.parametrize("follows", [FOLLOWS, ()], ids=["follows", "nothing-followed"])
