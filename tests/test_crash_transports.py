@@ -12,10 +12,11 @@ stand-in runs in this test process, Synapse for the whole session.
 Each poll brings several new items per feed, one channel per feed: Slack paces posts to a
 channel (one a second), and the bot reaches Synapse through a loopback proxy that holds every
 message send a quarter of a second, so a channel's rows take long enough to post that many
-kills land between their "sending" and "sent" marks; each test checks that some did (the
-platform was asked about an interrupted row). A poll that follows kills which lost the
-records of earlier polls can bring more than ``max_new_items``: those come as grouped
-messages, and each item they list counts as posted.
+kills land between their "sending" and "sent" marks. One more run is killed while the
+platform holds the answer to a send it has taken on, so that at least one row is left in
+"sending" whatever the timing; each test checks that the platform was asked about it. A
+poll that follows kills which lost the records of earlier polls can bring more than
+``max_new_items``: those come as grouped messages, and each item they list counts as posted.
 
 A kill lands 0.5–3 s after the run started: mostly after the transport connected (the stand-in
 saw the Socket Mode connection; the bot logged ``matrix connected``), when it polls and posts,
@@ -135,6 +136,23 @@ def kill_at_random_moments(
         proc.wait()
 
 
+def kill_while_held(runs: Runs, held: Callable[[], bool], release: Callable[[], None]) -> None:
+    """One run SIGKILLed while the platform holds a message send it has taken on (``held()``):
+    whatever the timing of the random kills, at least one row is left in "sending" with its
+    message on the platform, so the next run must look it up rather than post it again."""
+    proc, log = runs.run()
+    deadline = time.monotonic() + WAIT
+    try:
+        while not held():
+            assert proc.poll() is None, f"the bot exited by itself:\n{tail(log)}"
+            assert time.monotonic() < deadline, f"no message send was held:\n{tail(log)}"
+            time.sleep(0.05)  # polling a flag of the stand-in, under the deadline above
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    finally:
+        release()
+
+
 def wait_for_log(proc: subprocess.Popen[bytes], log: Path, text: str) -> None:
     """Wait until the bot's log says ``text`` (it must not exit meanwhile)."""
     deadline = time.monotonic() + WAIT
@@ -198,6 +216,8 @@ def test_slack_posts_every_item_once_across_sigkills(tmp_path: Path, quiet: bool
                 while datetime.now(UTC) < quiet_end + timedelta(seconds=2):
                     kill_at_random_moments(runs, rng, connected, kills=2)
                 kill_at_random_moments(runs, rng, connected, kills=4)
+            held = slack.inject("chat.postMessage", hold_after=True)  # posted, answer held
+            kill_while_held(runs, lambda: held.waiting > 0, held.release)
             for _ in range(2):
                 runs.once()  # clean rounds deliver whatever the kills left behind
         finally:
@@ -262,6 +282,9 @@ class SlowSends:
         self.sent_txns: set[str] = set()
         self.found: set[str] = set()
         self.resent_found: list[str] = []
+        self.holding = threading.Event()  # a send is held until release()
+        self._hold_next = False
+        self._released: asyncio.Event | None = None
         self._in_flight = 0
         self._changed = threading.Condition()
         self._ready = threading.Event()
@@ -283,6 +306,16 @@ class SlowSends:
             self._loop.call_soon_threadsafe(self._stop.set)
         self._thread.join(WAIT)
 
+    def hold_next_send(self) -> None:
+        """Hold the next message send (after its delay) until ``release()``."""
+        self._hold_next = True
+
+    def release(self) -> None:
+        """Let a held send go on to Synapse (safe from any thread; nothing if none is held)."""
+        self._hold_next = False
+        if self._loop is not None and self._released is not None:
+            self._loop.call_soon_threadsafe(self._released.set)
+
     def wait_idle(self) -> None:
         with self._changed:
             idle = self._changed.wait_for(lambda: self._in_flight == 0, WAIT)
@@ -296,6 +329,7 @@ class SlowSends:
     async def _serve(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
+        self._released = asyncio.Event()
         timeout = aiohttp.ClientTimeout(total=None, sock_read=120)
         async with aiohttp.ClientSession(timeout=timeout, auto_decompress=False) as session:
 
@@ -316,6 +350,10 @@ class SlowSends:
                 try:
                     if send:
                         await asyncio.sleep(self.delay)  # latency injection, see SEND_DELAY
+                        if self._hold_next and self._released is not None:
+                            self._hold_next = False
+                            self.holding.set()
+                            await self._released.wait()
                     async with session.request(
                         request.method,
                         URL(self.upstream + request.raw_path, encoded=True),
@@ -431,9 +469,13 @@ def test_matrix_posts_every_item_once_across_sigkills(
         try:
             runs.once()  # joins the rooms and records each feed's first, empty, poll
             kill_at_random_moments(runs, rng, connected)
+            hs.hold_next_send()
+            kill_while_held(runs, hs.holding.is_set, hs.release)
+            hs.wait_idle()  # the held send reaches Synapse before the next run looks for it
             for _ in range(2):
                 runs.once()  # clean rounds deliver whatever the kills left behind
         finally:
+            hs.release()
             runs.close()
         hs.wait_idle()  # a send whose bot was killed still arrives: counted with the rest
 

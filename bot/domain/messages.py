@@ -187,8 +187,6 @@ def event_details(event: SessionEvent, tz: ZoneInfo, now: datetime) -> list[Para
     if facts:
         blocks.append(para(" · ".join(facts)))
     blocks.append(para(italic(countdown(event, now).capitalize())))
-    if event.url:
-        blocks.append(para(link(event.url, event.url)))
     return blocks
 
 
@@ -214,9 +212,7 @@ def reminder_body(
     if event.status == "tentative":
         head.append(Span(" (tentative)"))
     blocks: list[Paragraph | Bullets] = [Paragraph(tuple(head))]
-    blocks.extend(
-        event_details(event, tz, now)[:-1] if event.url else event_details(event, tz, now)
-    )
+    blocks.extend(event_details(event, tz, now))
     if late:
         blocks.append(
             para(italic("Sent late: the bot was not running when this reminder was due."))
@@ -282,7 +278,7 @@ def session_change_body(
     elif what in ("status", "cancelled") and old is not None and new is not None:
         blocks.append(para(f"Status: {old.status} → {new.status}"))
     elif what == "added" and new is not None:
-        blocks.extend(event_details(new, tz, now)[:-1] if new.url else event_details(new, tz, now))
+        blocks.extend(event_details(new, tz, now))
     elif what == "removed" and old is not None:
         blocks.append(para(f"It was planned for {event_span(old, tz)}."))
     return tuple(blocks)

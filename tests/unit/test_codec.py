@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
@@ -23,14 +24,20 @@ from bot.domain.model import (
     Alert,
     AlertId,
     ChannelName,
+    Delivery,
+    FeedState,
     NewsRecord,
     SessionEvent,
+    SourceHealth,
     SourceId,
+    SourceRecord,
+    Validators,
 )
 from bot.domain.sessions import ReminderState, Snapshot
 from bot.domain.text import Bullets, Span, bold, link, para
 from bot.domain.treaty import Participant, Statement, TreatySnapshot, TreatyStatus
 from bot.store import codec
+from bot.store.base import DeliveryUpdate
 from tests.unit.test_golden_replies import check
 
 NOW = datetime(2026, 11, 28, 9, 0, tzinfo=UTC)
@@ -76,12 +83,38 @@ NEWS = NewsRecord(
     NOW,
     ("cybercrime", "treaty"),
 )
+ROW = Delivery("remind:x|alerts|slack", 7, ALERT, ChannelName("alerts"), "slack")
+HELD = replace(
+    ROW, key="remind:x|ops|slack", state="held", next_try=NOW, held_for="quiet", attempts=2
+)
+SOURCE = SourceRecord(
+    "hrw",
+    Validators('"etag"', "Sat, 28 Nov 2026 08:00:00 GMT", "abc"),
+    FeedState(True, {"k1": NOW, "k2": NOW - timedelta(days=1)}, {"k1": "fp1"}),
+    SourceHealth(
+        failures=2,
+        last_success=NOW - timedelta(days=1),
+        last_error="HTTP 503",
+        last_error_at=NOW,
+        failing_since=NOW - timedelta(hours=1),
+        alerted=True,
+        not_before=NOW + timedelta(minutes=5),
+    ),
+)
 ANN = Person("slack", "U0ANN")
 FOLLOWS = (Follow("clause", "art-24", "24"), Follow("state", "Türkiye"), Follow("words", "a b"))
 
 #: name -> (value, to_json, from_json)
 CASES: dict[str, tuple[Any, Callable[[Any], Any], Callable[[Any], Any]]] = {
     "alert": (ALERT, codec.alert_to_json, codec.alert_from_json),
+    "alert-plain": (
+        replace(ALERT, event_start=None, url=None, body=()),
+        codec.alert_to_json,
+        codec.alert_from_json,
+    ),
+    "delivery": (ROW, codec.delivery_to_json, codec.delivery_from_json),
+    "delivery-held": (HELD, codec.delivery_to_json, codec.delivery_from_json),
+    "source": (SOURCE, codec.source_to_json, codec.source_from_json),
     "news": (NEWS, codec.news_to_json, codec.news_from_json),
     "event": (EVENT, codec.event_to_json, codec.event_from_json),
     "event-plain": (PLAIN_EVENT, codec.event_to_json, codec.event_from_json),
@@ -167,6 +200,23 @@ def test_seen_keys_and_their_fingerprints_in_one_object() -> None:
     assert codec.fingerprints_from_json({"a": NOW.isoformat(), codec.FINGERPRINTS: []}) == {}
 
 
+def test_an_outbox_row_after_a_change() -> None:
+    stored = codec.delivery_to_json(replace(ROW, attempts=2))
+    retried = codec.delivery_updated(
+        stored, DeliveryUpdate(ROW.key, "sending", NOW, "HTTP 503", NOW, count_attempt=True)
+    )
+    assert retried["attempts"] == 3 and retried["last_error"] == "HTTP 503"
+    assert retried["next_try"] == NOW.isoformat() and retried.get("sent_at") is None
+    assert retried["alert"] == stored["alert"]
+    sent = codec.delivery_updated(retried, DeliveryUpdate(ROW.key, "sent", NOW))
+    assert (sent["state"], sent["sent_at"], sent["attempts"]) == ("sent", NOW.isoformat(), 3)
+    assert sent["alert"] == {k: stored["alert"][k] for k in codec.SENT_ALERT_FIELDS}
+    first = codec.delivery_updated(
+        {"key": ROW.key}, DeliveryUpdate(ROW.key, "sending", NOW, count_attempt=True)
+    )
+    assert first["attempts"] == 1
+
+
 def test_records_written_before_a_field_existed_read_with_its_default() -> None:
     assert codec.snapshot_from_json({}) == Snapshot()
     assert codec.reminders_from_json({}) == ReminderState()
@@ -185,3 +235,6 @@ def test_records_written_before_a_field_existed_read_with_its_default() -> None:
         {"key": "cal:x", "source": "cal", "title": "Call", "start": NOW.isoformat()}
     )
     assert event == PLAIN_EVENT
+    row = codec.delivery_to_json(ROW)
+    del row["attempts"]
+    assert codec.delivery_from_json(row).attempts == 0

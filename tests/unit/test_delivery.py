@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -225,6 +226,11 @@ class Recording(FakeTransport):
     def __init__(self) -> None:
         super().__init__()
         self.asked: list[tuple[str, str, str]] = []
+        self.texts: list[str] = []
+
+    async def send(self, channel: ChannelName, alert: Alert, key: str) -> None:
+        await super().send(channel, alert, key)
+        self.texts.append(alert.text)
 
     async def was_delivered(self, channel: ChannelName, alert: Alert, key: str) -> bool:
         self.asked.append((channel, alert.id, key))
@@ -314,4 +320,109 @@ async def test_rows_after_an_interrupted_or_refused_one_still_go(tmp_path: Path)
     assert fake.posted == [("alerts", "a6")]  # a refused row does not hold up the next
     failed = [r.key for r in await store.deliveries(("failed",))]
     assert failed == [third.key, fourth.key, fifth.key]
+    await store.close()
+
+
+class Elsewhere(FakeTransport):
+    """A second platform that reaches only some channels."""
+
+    name = "elsewhere"
+
+    def __init__(self, *channels: str) -> None:
+        super().__init__()
+        self.channels = set(channels)
+
+    def reaches(self, channel: ChannelName) -> bool:
+        return channel in self.channels
+
+
+async def test_each_platform_that_reaches_a_channel_gets_its_row(tmp_path: Path) -> None:
+    from bot.domain.follows import Follow, Person
+
+    store = AsyncStore(TinyDBStore(tmp_path / "state.json"))
+    first, second = Elsewhere("ops"), Elsewhere("alerts", "ops", "dm:U1", "dm:U2")
+    outbox = Outbox(store, {"first": first, "second": second}, FixedClock(NOW))
+    rows = await queue(store, outbox, alert(1, "alerts", "nowhere"))
+    assert [r.key for r in rows] == ["a1|alerts|second"]
+    assert outbox.warned_unreachable == {"nowhere"}  # said once, for that channel only
+    again = outbox.rows_for([alert(1, "alerts", "ops")])  # a1 in alerts is queued already
+    assert [r.key for r in again] == ["a1|ops|first", "a1|ops|second"]
+    await store.commit(Changes(enqueue=again[:1]))
+    assert [r.key for r in outbox.rows_for([alert(1, "ops")])] == ["a1|ops|second"]
+    follows = {
+        Person("gone", "U0"): (Follow("words", "T2"),),  # a platform not running
+        Person("second", "U1"): (Follow("words", "T2"),),
+        Person("second", "U2"): (Follow("words", "T2"),),
+    }
+    people = outbox.rows_for_people([alert(2, "alerts"), alert(2, "alerts")], follows)
+    assert [r.key for r in people] == ["a2|dm:U1|second", "a2|dm:U2|second"]
+    await store.close()
+
+
+async def test_a_row_waits_for_its_time_and_the_depth_counts_what_is_left(
+    tmp_path: Path,
+) -> None:
+    store = AsyncStore(TinyDBStore(tmp_path / "state.json"))
+    fake, clock, metrics = Recording(), FixedClock(NOW), Metrics()
+    outbox = Outbox(store, {"fake": fake}, clock, metrics)
+    first, second, third = await queue(
+        store, outbox, alert(1, "alerts"), alert(2, "alerts"), alert(3, "ops")
+    )
+    retry = DeliveryUpdate(first.key, "pending", NOW, "HTTP 503", NOW + timedelta(seconds=30))
+    await store.commit(Changes(deliveries=[retry]))
+    report = await outbox.deliver_due()
+    # alerts waits behind its first row; ops is not held up by it
+    assert (report.sent, outbox.depth) == (1, 2) and fake.posted == [("ops", "a3")]
+    assert sample(metrics, "treatybot_outbox_depth") == 2
+    clock.set(NOW + timedelta(seconds=30))  # due at exactly this time
+    fake.fail["alerts"] = [DeliveryError("HTTP 503"), DeliveryError("HTTP 503")]
+    await outbox.deliver_due()
+    [retried, _] = await store.deliveries()
+    assert retried.attempts == 1
+    assert timedelta(seconds=4) <= retried.next_try - clock.now() <= timedelta(seconds=6)  # type: ignore[operator]
+    clock.set(clock.now() + timedelta(seconds=6))
+    await outbox.deliver_due()
+    [retried, _] = await store.deliveries()
+    assert retried.attempts == 2  # the second failure waits about twice as long
+    assert timedelta(seconds=8) <= retried.next_try - clock.now() <= timedelta(seconds=12)  # type: ignore[operator]
+    clock.set(clock.now() + timedelta(seconds=12))
+    report = await outbox.deliver_due()
+    assert (report.sent, outbox.depth) == (2, 0)
+    sent = {r.key: r for r in await store.deliveries(("sent",))}
+    assert set(sent) == {first.key, second.key, third.key}
+    # latency: a3 at once, a1 and a2 48 s after their alert
+    assert sample(metrics, "treatybot_delivery_latency_seconds_sum", transport="fake") == 96
+    await store.close()
+
+
+async def test_held_rows_go_out_grouped_at_the_earliest_release(tmp_path: Path) -> None:
+    from datetime import time
+
+    from bot.domain.holding import ChannelRules, DigestRule, QuietRule
+
+    vienna = ZoneInfo("Europe/Vienna")
+    rules = {
+        ChannelName("alerts"): ChannelRules(
+            digest=DigestRule(time(12, 0), frozenset(range(7)), vienna)
+        ),
+        ChannelName("ops"): ChannelRules(quiet=QuietRule(time(9, 0), time(11, 0), vienna)),
+    }
+    store = AsyncStore(TinyDBStore(tmp_path / "state.json"))
+    fake, clock = Recording(), FixedClock(NOW)  # 10:00 in Vienna
+    outbox = Outbox(store, {"fake": fake}, clock, rules=lambda: rules)
+    rows = await queue(store, outbox, alert(1, "alerts", "ops"), alert(2, "alerts", "ops"))
+    assert {r.state for r in rows} == {"held"}
+    report = await outbox.deliver_due()
+    assert report.next_release == datetime(2026, 11, 28, 11, 0, tzinfo=vienna)  # the earliest
+    assert fake.posted == []
+    clock.set(datetime(2026, 11, 28, 11, 0, tzinfo=vienna))
+    report = await outbox.deliver_due()
+    assert report.next_release == datetime(2026, 11, 28, 12, 0, tzinfo=vienna)
+    assert len(fake.posted) == 1 and fake.posted[0][0] == "ops"
+    clock.set(datetime(2026, 11, 28, 12, 0, tzinfo=vienna))
+    await outbox.deliver_due()
+    assert [c for c, _ in fake.posted] == ["ops", "alerts"]
+    grouped = await store.deliveries(("grouped",))
+    assert sorted(r.key for r in grouped) == sorted(r.key for r in rows)
+    assert "(Sat 28 Nov 2026, 09:00 UTC)" in fake.texts[-1]  # times in the default zone
     await store.close()

@@ -216,3 +216,149 @@ def test_source_health_goes_to_no_one() -> None:
     everyone = {Person("slack", "U1"): (Follow("words", "failing"),)}
     assert followers(alert("source-health", "Feed is failing"), everyone) == []
     assert followers(alert("news", "Feed is failing"), everyone) == [Person("slack", "U1")]
+
+
+def test_a_name_before_a_parenthesis_keeps_all_its_words() -> None:
+    assert state_names("Saint Vincent (and the Grenadines)") == (
+        "Saint Vincent (and the Grenadines)",
+        "Saint Vincent",
+    )
+
+
+def test_a_home_page_shows_words_as_words_even_when_they_look_like_a_clause() -> None:
+    from bot.domain.home import home_view
+    from bot.domain.model import Clause
+
+    art24 = Clause("art-24", "24", "Conditions and safeguards", "open")
+    page = home_view([], [Follow("words", "art-24")], [art24], VIENNA, NOW)
+    [shown] = page.follows
+    assert "".join(s.text for s in shown.line) == "Words: “art-24”"
+
+
+# ------------------------------------------------------------------------------- text
+
+
+@pytest.mark.parametrize(
+    ("text", "limit", "short"),
+    [
+        ("short enough", 12, "short enough"),
+        ("abc", 1, "…"),
+        ("abcdefghij", 5, "abcd…"),
+        ("one two three four", 10, "one two…"),  # cut at the last space past the middle
+        ("one twothreefour", 10, "one twoth…"),  # no space past the middle: cut in the word
+        ("ab cdefghijkl", 9, "ab cdefg…"),  # a space before a third: not a word boundary
+        ("abcd efghijkl", 9, "abcd efg…"),  # a space at the middle, not past it
+        ("abc, defghijk", 6, "abc…"),  # punctuation before the cut goes
+        (", leading then more", 11, ", leading…"),
+        ("wordX and more", 7, "wordX…"),
+        ("  spaced   out   words  ", 100, "spaced out words"),
+    ],
+)
+def test_shorten_cuts_on_a_word_and_marks_the_cut(text: str, limit: int, short: str) -> None:
+    from bot.domain.text import shorten
+
+    assert shorten(text, limit) == short
+    assert len(shorten(text, limit)) <= max(limit, 1)
+
+
+# ------------------------------------------------------------------------------- holding
+
+
+def test_quiet_hours_let_through_what_cannot_wait_and_nothing_at_its_edge() -> None:
+    from datetime import time
+
+    from bot.domain.holding import ChannelRules, QuietRule, hold_for
+
+    rules = ChannelRules(quiet=QuietRule(time(22, 0), time(7, 0), VIENNA))
+    night = datetime(2026, 12, 5, 23, 0, tzinfo=VIENNA).astimezone(UTC)
+    end = datetime(2026, 12, 6, 7, 0, tzinfo=VIENNA).astimezone(UTC)
+
+    def held(kind: str, start: datetime) -> bool:
+        an = alert(kind, "x", event_start=start)
+        return hold_for(an, ChannelName("alerts"), rules, night) is not None
+
+    assert not held("session-reminder", end - timedelta(minutes=1))  # starts before the end
+    assert held("session-reminder", end)  # at the end of the quiet hours: it can wait
+    assert not held("session-change", night + timedelta(hours=47))
+    assert held("session-change", night + timedelta(hours=48))
+
+
+def test_a_digest_or_quiet_period_is_found_in_the_channel_s_own_day() -> None:
+    from datetime import time
+
+    from bot.domain.holding import DigestRule, QuietRule, next_digest, quiet_end
+
+    # Monday 23:30 UTC is already Tuesday 00:30 in Vienna
+    now = datetime(2026, 12, 7, 23, 30, tzinfo=UTC)
+    tuesdays = DigestRule(time(0, 15), frozenset({1}), VIENNA)
+    assert next_digest(tuesdays, now) == datetime(2026, 12, 15, 0, 15, tzinfo=VIENNA)
+    mondays = DigestRule(time(23, 45), frozenset({0}), VIENNA)
+    assert next_digest(mondays, now) == datetime(2026, 12, 14, 23, 45, tzinfo=VIENNA)
+    after_midnight = QuietRule(time(0, 0), time(1, 0), VIENNA)
+    assert quiet_end(after_midnight, now) == datetime(2026, 12, 8, 1, 0, tzinfo=VIENNA)
+    assert quiet_end(QuietRule(time(0, 0), time(1, 0), NEW_YORK), now) is None
+
+
+# ------------------------------------------------------------------------------- planner
+
+
+def test_a_fingerprint_ignores_case_in_the_host_only() -> None:
+    from bot.domain.model import FeedItem
+    from bot.domain.planner import fingerprint
+
+    def fp(link: str) -> str | None:
+        return fingerprint(FeedItem("k", "Title", link, "", None))
+
+    assert fp("https://WWW.E.org/News/1") == fp("http://e.org/News/1/")
+    assert fp("https://e.org/News/1") != fp("https://e.org/news/1")
+    assert fp("https://e.org/a/B/c") != fp("https://e.org/a/b/c")
+    # an address in the query is not where the link's own address ends
+    assert fp("https://e.org/go?to=https://x.org/a") != fp("https://e.org/go?to=https://x.org/b")
+    assert fp("https://e.org/go?to=https://x.org/a") != fp(
+        "https://other.org/go?to=https://x.org/a"
+    )
+    assert fp("https://e.org/ABX") != fp("https://e.org/AB")
+    assert fp("https://e.org/a#x#y") == fp("https://e.org/a#z")
+
+
+def test_a_first_poll_is_never_read_as_a_reissue() -> None:
+    from bot.domain.matching import Matcher
+    from bot.domain.model import FeedItem, FeedState, SourceId
+    from bot.domain.planner import FeedRule, plan_feed
+
+    rule = FeedRule(SourceId("hrw"), "HRW", (ChannelName("alerts"),), Matcher.build([], []), 2, 3)
+    old = [
+        FeedItem(f"k{n}", f"Old {n}", f"https://e.org/{n}", "", NOW - timedelta(days=10 + n))
+        for n in range(4)
+    ]
+    plan = plan_feed(rule, FeedState(), old, NOW, VIENNA, last_success=NOW - timedelta(days=1))
+    assert [a.title for a in plan.alerts] == ["Old 1", "Old 0"]  # the backfill, oldest first
+
+
+def test_as_many_old_items_as_a_poll_may_bring_are_posted() -> None:
+    from bot.domain.matching import Matcher
+    from bot.domain.model import FeedItem, FeedState, SourceId
+    from bot.domain.planner import FeedRule, plan_feed
+
+    rule = FeedRule(SourceId("hrw"), "HRW", (ChannelName("alerts"),), Matcher.build([], []), 0, 3)
+    state = FeedState(True, {"k0": NOW - timedelta(days=30)}, {})
+    old = [
+        FeedItem(f"k{n}", f"Late {n}", f"https://e.org/{n}", "", NOW - timedelta(days=n))
+        for n in range(1, 4)
+    ]
+    plan = plan_feed(rule, state, old, NOW, VIENNA, last_success=NOW - timedelta(hours=1))
+    assert [a.title for a in plan.alerts] == ["Late 3", "Late 2", "Late 1"]
+
+
+def test_health_keeps_its_backoff_and_a_success_clears_it() -> None:
+    from bot.domain.model import SourceHealth
+    from bot.domain.planner import HealthRule, plan_health
+
+    rule = HealthRule("hrw", "HRW", "feed", 3, (ChannelName("ops"),))
+    later = NOW + timedelta(hours=1)
+    failed = plan_health(rule, SourceHealth(), "HTTP 429", NOW, not_before=later)
+    assert failed.health.not_before == later and failed.changed
+    waiting = SourceHealth(last_success=NOW, not_before=later)  # a Retry-After on a success
+    cleared = plan_health(rule, waiting, None, NOW)
+    assert cleared.changed and cleared.health.not_before is None
+    assert not plan_health(rule, SourceHealth(last_success=NOW), None, NOW).changed

@@ -106,8 +106,15 @@ def text(value: str | Rich | tuple[str, Rich] | list[tuple[Span, ...]]) -> str:
     return "\n".join(rendered(value)) + "\n"  # type: ignore[arg-type]
 
 
-GROUP = [m.news_group_entry(ITEM, VIENNA), m.news_group_entry(BARE, VIENNA)]
-BURST = alert("news", "HRW: 2 new items", (para("x"), Bullets(tuple(GROUP))))
+# computed in each case, not when the module is imported: the mutation test attributes a
+# call to the test that makes it
+def group() -> list[tuple[Span, ...]]:
+    return [m.news_group_entry(ITEM, VIENNA), m.news_group_entry(BARE, VIENNA)]
+
+
+def burst() -> Alert:
+    return alert("news", "HRW: 2 new items", (para("x"), Bullets(tuple(group()))))
+
 
 CASES: dict[str, Callable[[], str | Rich | tuple[str, Rich] | list[tuple[Span, ...]]]] = {
     "news": lambda: m.news_body("Human Rights Watch", ITEM, ("cybercrime", "Hanoi"), VIENNA),
@@ -115,11 +122,11 @@ CASES: dict[str, Callable[[], str | Rich | tuple[str, Rich] | list[tuple[Span, .
     "news-long-title": lambda: m.news_body("HRW", FeedItem("k", LONG, None, "", None), (), VIENNA),
     "news-group": lambda: (
         m.news_group_title("HRW", 2, 1, 1),
-        m.news_group_body("HRW", GROUP, total=2, first=1, part=1, parts=1),
+        m.news_group_body("HRW", group(), total=2, first=1, part=1, parts=1),
     ),
     "news-group-part": lambda: (
         m.news_group_title("HRW", 45, 2, 3),
-        m.news_group_body("HRW", GROUP, total=45, first=21, part=2, parts=3),
+        m.news_group_body("HRW", group(), total=45, first=21, part=2, parts=3),
     ),
     "reissue-repeated-and-older": lambda: (
         m.news_reissue_title("HRW", 5),
@@ -299,7 +306,7 @@ CASES: dict[str, Callable[[], str | Rich | tuple[str, Rich] | list[tuple[Span, .
         m.grouped_body(
             "quiet",
             [
-                *m.held_lines(BURST, VIENNA),
+                *m.held_lines(burst(), VIENNA),
                 *m.held_lines(alert("session-reminder", ""), VIENNA),
                 *m.held_lines(alert("source-health", "Feed HRW is failing"), VIENNA),
                 *m.held_lines(alert("session-change", "Session moved"), VIENNA),
@@ -311,6 +318,27 @@ CASES: dict[str, Callable[[], str | Rich | tuple[str, Rich] | list[tuple[Span, .
         ),
     ),
     "held-one": lambda: m.grouped_title("quiet", 5, 1, 1),
+    "digest-one": lambda: (
+        m.grouped_title("digest", 1, 1, 2),
+        m.grouped_body("digest", m.held_lines(alert("news", "x" * 300, url=None), VIENNA), 1, 2, 1),
+    ),
+    "config-problems-one-more": lambda: m.config_problems_body(
+        "config/", [f"feeds.yaml:{n}: x" for n in range(21)]
+    ),
+    "reminder-title-with-colons": lambda: m.reminder_body(
+        SessionEvent("s:x", "s", "AHC: closing: vote", NOW + timedelta(days=2)),
+        timedelta(days=2),
+        False,
+        NOW,
+        VIENNA,
+    ),
+    "countdown-edges": lambda: "\n".join(
+        (
+            m.countdown(SessionEvent("s:a", "s", "A", NOW, NOW + timedelta(hours=1)), NOW),
+            m.countdown(SessionEvent("s:b", "s", "B", NOW - timedelta(hours=1), NOW), NOW),
+            m.countdown(SessionEvent("s:c", "s", "C", NOW), NOW),
+        )
+    ),
     "subscribe": lambda: (m.subscribe_paragraph("https://bot.example.org/calendar.ics"),),
     "countdown": lambda: "\n".join(
         (

@@ -164,6 +164,18 @@ def burst() -> list[str]:
     return dump_feed(plan_feed(rule(max_new_items=5), seen_state(*old), [*listing, *old], NOW, TZ))
 
 
+def burst_of(count: int) -> list[str]:
+    """A burst whose parts are bound by characters, not by the number of items."""
+    old = [item(1, hours=300)]
+    listing = [
+        item(n, "Cybercrime treaty: " + "detail " * 15, hours=n) for n in range(count + 1, 1, -1)
+    ]
+    plan = plan_feed(rule(max_new_items=5), seen_state(*old), [*listing, *old], NOW, TZ)
+    return [
+        f"{a.title}: {len(a.body[1].items)} items, {len(a.text)} characters" for a in plan.alerts
+    ]  # type: ignore[union-attr]
+
+
 def reissue() -> list[str]:
     """A re-issue in mass: repeats of shown items and items older than the last successful
     poll, with two genuine new items."""
@@ -332,6 +344,28 @@ def changes(complete: bool, may_be_empty: bool = False) -> list[str]:
     ]
 
 
+def new_first() -> list[str]:
+    """A listing that starts with a new event, then a moved one and one moved into the past;
+    an event removed at the very minute it starts."""
+    before = (
+        event("a", D),
+        event("b", D),
+        event("gone-now", NOW),
+        event("gone-later", NOW + timedelta(minutes=1)),
+    )
+    first = plan_changes("cal", Snapshot(), before, NOW - timedelta(days=1), TZ, complete=True)
+    after = (
+        event("new", D),
+        event("a", D, location="Geneva"),
+        event("b", NOW - timedelta(days=2), end=NOW - timedelta(days=1)),
+    )
+    plan = plan_changes("cal", first.snapshot, after, NOW, TZ, complete=True)
+    return [
+        *(f"{a.title}" for a in plan.alerts),
+        *dump_snapshot(plan.snapshot)[-6:],
+    ]
+
+
 def empty_listing() -> list[str]:
     first = plan_changes("cal", Snapshot(), BEFORE[:2], NOW - timedelta(days=1), TZ, complete=True)
     kept = plan_changes("cal", first.snapshot, (), NOW, TZ, complete=True)
@@ -354,12 +388,14 @@ def reminders() -> list[str]:
         event("cancelled", start, status="cancelled"),
         event("new", NOW + timedelta(days=3)),
         event("no-url", NOW + timedelta(minutes=30), url=None, status="tentative"),
+        event("ops-only", start, channels=(ChannelName("ops"),)),
     ]
     first_seen = {
         "sessions:main": NOW - timedelta(days=30),
         "sessions:own": NOW - timedelta(days=30),
         "sessions:new": NOW - timedelta(hours=1),
         "sessions:no-url": NOW - timedelta(days=2),
+        "sessions:ops-only": NOW - timedelta(days=30),
     }
     state = ReminderState(
         {"sessions:gone": {3600: "2026-01-01T00:00:00+00:00"}, "sessions:empty": {}}
@@ -433,6 +469,39 @@ def reminder_edges() -> list[str]:
         lead_times=[timedelta(days=1)],
         channels=ALERTS,
     )
+    # sent 14 days before the first date; moved a day later, its day-before moment is now
+    moved = plan_reminders(
+        [event("m", NOW + timedelta(days=1))],
+        {"sessions:m": NOW - timedelta(days=20)},
+        ReminderState({"sessions:m": {14 * 86400: (NOW + timedelta(hours=1)).isoformat()}}),
+        NOW,
+        TZ,
+        lead_times=[timedelta(days=14), timedelta(days=1)],
+        channels=ALERTS,
+    )
+    lines.append(f"moved, next lead due: {[a.id for a in moved.alerts]} {dict(moved.state.sent)}")
+    # known only since yesterday: the 14-day moment is passed over, the day-before one is due
+    recent = plan_reminders(
+        [event("r", NOW + timedelta(days=1))],
+        {"sessions:r": NOW - timedelta(days=1)},
+        ReminderState(),
+        NOW,
+        TZ,
+        lead_times=[timedelta(days=14), timedelta(days=1)],
+        channels=ALERTS,
+    )
+    lines.append(f"known since: {[a.id for a in recent.alerts]} {dict(recent.state.sent)}")
+    # an hour-before reminder missed while the bot was down is not sent after the start
+    after_start = plan_reminders(
+        [event("a", NOW - timedelta(minutes=10))],
+        {"sessions:a": NOW - timedelta(days=5)},
+        ReminderState(),
+        NOW,
+        TZ,
+        lead_times=[timedelta(hours=1)],
+        channels=ALERTS,
+    )
+    lines.append(f"after the start: {[a.id for a in after_start.alerts]}")
     lines.append(f"16 minutes late: {'Sent late' in late.alerts[0].text}")
     lines.append(f"15 minutes late: {'Sent late' in on_time.alerts[0].text}")
     return lines
@@ -448,7 +517,10 @@ BEFORE_RECORD = TreatyStatus(
         Participant("Turkey", date(2025, 10, 25)),
         Participant("France", None),
     ),
-    (Statement("Germany", "declaration", "Old text."),),
+    (
+        Statement("Germany", "declaration", "Old text."),
+        Statement("Turkey", "reservation", "A reservation."),
+    ),
 )
 AFTER_RECORD = TreatyStatus(
     (
@@ -482,6 +554,21 @@ def treaty() -> list[str]:
         *dump_alerts(plan.alerts),
         f"same record: alerts={same.alerts} changed={same.changed}",
         *dump_alerts(withdrawn.alerts),
+        *dump_alerts(
+            plan_treaty(
+                TreatySnapshot(True, BEFORE_RECORD),
+                TreatyStatus(
+                    tuple(
+                        Participant("Türkiye", p.signed) if p.name == "Turkey" else p
+                        for p in BEFORE_RECORD.participants
+                    ),
+                    (),
+                ),
+                NOW,
+                RULE,
+                SOURCE,
+            ).alerts
+        ),
         *(f"projection {e!r}" for e in projection(AFTER_RECORD, RULE, SOURCE)),
         f"not in force: {projection(BEFORE_RECORD, RULE, SOURCE)}",
     ]
@@ -510,14 +597,17 @@ def clauses() -> list[str]:
     plan = plan_clauses(
         first.snapshot, [Clause("art-4", "4", "Scope", "contested", links=()), art5], NOW, ALERTS
     )
-    same = plan_clauses(
-        plan.snapshot, [Clause("art-4", "4", "Scope", "contested"), art5], NOW, ALERTS
+    contested = Clause("art-4", "4", "Scope", "contested")
+    same = plan_clauses(plan.snapshot, [contested, art5], NOW, ALERTS)
+    reopened = plan_clauses(
+        same.snapshot, [contested, Clause("art-5", "5", "Sovereignty", "open")], NOW, ALERTS
     )
     return [
         f"first: alerts={first.alerts} changed={first.changed} {first.snapshot!r}",
         f"changed={plan.changed} {plan.snapshot!r}",
         *dump_alerts(plan.alerts),
         f"same: alerts={same.alerts} changed={same.changed}",
+        f"after an unchanged clause: {[a.title for a in reopened.alerts]}",
     ]
 
 
@@ -548,8 +638,18 @@ def holding() -> list[str]:
         *dump_alerts(grouped_alerts("digest", ChannelName("alerts"), news, NOW, TZ)),
         *dump_alerts(grouped_alerts("quiet", ChannelName("alerts"), mixed, NOW, TZ)),
         *(
-            f"part {a.id} {a.title} lines={len(a.body[1].items)}"  # type: ignore[union-attr]
+            f"part {a.id} {a.title} lines={len(a.body[1].items)} {rendered(a.body)[0]}"  # type: ignore[union-attr]
             for a in grouped_alerts("quiet", ChannelName("ops"), many, NOW, TZ)
+        ),
+        *(
+            f"one kind: {a.kind} {a.id}"
+            for a in grouped_alerts(
+                "digest",
+                ChannelName("alerts"),
+                [held("clause-change", 1), held("clause-change", 2)],
+                NOW,
+                TZ,
+            )
         ),
     ]
 
@@ -561,6 +661,11 @@ CASES: dict[str, Callable[[], list[str]]] = {
     "feed-new-items": new_items,
     "feed-exactly-max-new-items": exactly_max_new_items,
     "feed-burst": burst,
+    "feed-burst-15": lambda: burst_of(15),
+    "feed-burst-16": lambda: burst_of(16),
+    "feed-burst-17": lambda: burst_of(17),
+    "feed-burst-18": lambda: burst_of(18),
+    "feed-burst-35": lambda: burst_of(35),
     "feed-reissue": reissue,
     "feed-few-repeats": few_repeats,
     "feed-half-repeats": half_repeats,
@@ -570,6 +675,7 @@ CASES: dict[str, Callable[[], list[str]]] = {
     "sessions-complete": lambda: changes(complete=True),
     "sessions-incomplete": lambda: changes(complete=False),
     "sessions-empty-listing": empty_listing,
+    "sessions-new-first": new_first,
     "reminders": reminders,
     "reminder-edges": reminder_edges,
     "treaty": treaty,

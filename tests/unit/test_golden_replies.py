@@ -25,6 +25,7 @@ from bot.domain.commands import (
     TreatyView,
     handle,
     parse_command,
+    reload_result,
 )
 from bot.domain.follows import Follow
 from bot.domain.home import home_view
@@ -301,11 +302,166 @@ IN_FORCE = view(
 FULL_OF_FOLLOWS = view(follows=tuple(Follow("words", f"topic {n}") for n in range(50)))
 JUST_ENDED = view(
     sessions=(
-        event("ended", NOW - timedelta(hours=3), NOW, title="Briefing that ends now"),
+        event(
+            "ended",
+            NOW - timedelta(hours=3),
+            NOW,
+            title="Briefing that ends now",
+            url="https://e.org/briefing",
+        ),
+        # started later but ended earlier: the last one is the one that ended last
+        event("late", NOW - timedelta(hours=1), NOW - timedelta(minutes=1), title="Late one"),
         event("cancelled", NOW + timedelta(days=1), status="cancelled", title="Cancelled"),
         event("over", NOW - timedelta(days=3), NOW - timedelta(days=2), status="concluded"),
     )
 )
+
+
+def source(n: int, **kw: object) -> SourceView:
+    base: dict[str, object] = {
+        "id": f"feed-{n:02d}",
+        "name": f"Feed {n:02d}",
+        "kind": "feed",
+        "url": f"https://feeds.example.org/{n}",
+        "every": timedelta(minutes=30),
+        "health": SourceHealth(last_success=NOW - timedelta(minutes=n)),
+    }
+    base.update(kw)
+    return SourceView(**base)  # type: ignore[arg-type]
+
+
+#: What is rare: an untitled event, a deadline, an event starting this very minute, a venue
+#: zone with an underscore, a long timeline; a clause without title and with six links; a
+#: source failing once, one due now, one whose address is not a web address; one signatory
+#: and one party, a state with many long declarations and no signature.
+EDGE = view(
+    sessions=(
+        event("now", NOW, NOW + timedelta(hours=3), title="", timezone="Europe/Vienna"),
+        event(
+            "ba",
+            NOW + timedelta(days=1, hours=2),
+            NOW + timedelta(days=1, hours=5),
+            title="Regional meeting",
+            timezone="America/Argentina/Buenos_Aires",
+            url="https://e.org/ba",
+        ),
+        event("due", NOW + timedelta(days=2), kind="deadline", title="Comments due"),
+        *(
+            event(f"w{n}", NOW + timedelta(weeks=n), NOW + timedelta(weeks=n, hours=1))
+            for n in range(1, 31)
+        ),
+    ),
+    clauses=(
+        Clause(
+            id="art-99",
+            article="99",
+            title="",
+            status="open",
+            links=tuple(f"https://example.org/{n}" for n in range(6)),
+        ),
+        Clause(id="art-41-43", article="41–43", title="24/7 network", status="open"),
+        Clause(id="art-43-2", article="43(2)", title="Joint investigations", status="open"),
+    ),
+    news=(NewsRecord(SourceId("hrw"), "k9", "", "https://www.hrw.org/9", None, NOW, ()),),
+    sources=(
+        source(1, health=SourceHealth(failures=1, last_error="timeout", last_error_at=NOW)),
+        source(2, next_poll=NOW, schedule="sessions"),
+        source(3, url="file:local.xml", schedule="adaptive", interval=timedelta(hours=1)),
+        source(4, health=SourceHealth()),
+    ),
+    status=StatusInfo("1.2.3", NOW - timedelta(minutes=5)),
+    treaty=TreatyView(
+        TreatyStatus(
+            (
+                Participant("France"),
+                Participant("Viet Nam", date(2026, 2, 3), date(2026, 2, 3), "ratification"),
+            ),
+            tuple(
+                Statement("France", kind, f"{kind.capitalize()} {n}: " + "long text " * 40)
+                for n, kind in enumerate(("declaration", "reservation", "objection", "declaration"))
+            ),
+        ),
+        RULE,
+        DEPOSITARY,
+        None,
+    ),
+)
+SETTLED = view(clauses=(Clause("art-7", "7", "Illegal access", "agreed"),))
+ENTERED = view(
+    sessions=(),
+    treaty=TreatyView(
+        TreatyStatus(
+            tuple(
+                Participant(name, date(2025, 10, 25), date(2025, 11, 29), "ratification")
+                for name in (f"State {chr(65 + n % 26)}{chr(97 + n // 26)}" for n in range(40))
+            )
+        ),
+        RULE,
+        DEPOSITARY,
+        NOW,
+    ),
+)
+FAILING_HEALTH = SourceHealth(failures=3, last_error="HTTP 500", last_error_at=NOW)
+FORTY = view(sources=(*(source(n) for n in range(39)), source(39, health=FAILING_HEALTH)))
+FORTY_ONE = view(sources=tuple(source(n) for n in range(41)))
+
+#: The next event in the venue's zone shown when it differs: Berlin keeps Vienna's hours.
+BERLIN_FIRST = view(
+    sessions=(
+        event(
+            "berlin",
+            NOW + timedelta(hours=2),
+            NOW + timedelta(hours=4),
+            title="Berlin briefing",
+            timezone="Europe/Berlin",
+        ),
+        *EDGE.sessions[1:],
+    )
+)
+BUENOS_AIRES_FIRST = view(sessions=EDGE.sessions[1:])
+DEADLINE_FIRST = view(sessions=EDGE.sessions[2:])
+MANY_CLAUSES = view(
+    clauses=tuple(
+        Clause(id=f"art-{n}", article=str(n), title=f"Article {n}", status="open")
+        for n in range(10, 42)
+    )
+)
+LONG_TITLE = Clause(id="art-5", article="5", title="T" * 81, status="open")
+CLOSE_CLAUSES = view(
+    clauses=(
+        *(
+            Clause(id=f"art-{n}", article=str(n), title=f"Article {n}", status="open")
+            for n in (11, 12, 13, 14)
+        ),
+        Clause(id="art-7-9", article="7—9", title="With an em dash", status="open"),
+        LONG_TITLE,
+    ),
+    follows=(Follow("clause", "art-24", "24"),),
+)
+THREE_STATEMENTS = view(
+    treaty=TreatyView(
+        TreatyStatus(
+            (Participant("Germany", date(2025, 10, 25)),),
+            tuple(Statement("Germany", "declaration", f"Declaration {n}.") for n in range(3)),
+        ),
+        RULE,
+        DEPOSITARY,
+        NOW,
+    )
+)
+SOURCE_EDGES = view(
+    sources=(
+        source(5, url="http://plain.example.org/feed"),
+        source(6, next_poll=NOW + timedelta(seconds=1)),
+        source(
+            7,
+            health=SourceHealth(
+                last_success=NOW, last_error="timeout", last_error_at=NOW - timedelta(hours=1)
+            ),
+        ),
+    )
+)
+
 
 #: case name -> (view, command line)
 CASES: dict[str, tuple[CommandView, str]] = {
@@ -406,6 +562,59 @@ CASES: dict[str, tuple[CommandView, str]] = {
     "unfollow-all-shared": (view(), "unfollow all share"),
     "unfollow-all-nothing": (view(follows=()), "unfollow all"),
     "reload-shared": (view(), "reload share"),
+    "edge-next-session": (EDGE, "next-session"),
+    "edge-sessions": (EDGE, "sessions"),
+    "edge-sessions-most": (EDGE, "sessions 25"),
+    "edge-clause-untitled": (EDGE, "clause 99"),
+    "edge-clauses": (EDGE, "clauses"),
+    "edge-several-clauses": (EDGE, "clause 43"),
+    "edge-follow-several-clauses": (view(clauses=EDGE.clauses, follows=()), "follow 43"),
+    "edge-follow-untitled": (view(clauses=EDGE.clauses, follows=()), "follow 99"),
+    "edge-following": (
+        view(
+            clauses=EDGE.clauses,
+            follows=(Follow("clause", "art-99", "99"), Follow("clause", "gone")),
+        ),
+        "following",
+    ),
+    "edge-unknown-follow-clause": (view(clauses=EDGE.clauses, follows=()), "follow art 42"),
+    "edge-news": (EDGE, "news"),
+    "edge-feeds": (EDGE, "feeds"),
+    "edge-status": (EDGE, "status"),
+    "edge-status-no-sources": (view(sources=(), status=StatusInfo("1.2.3", NOW)), "status"),
+    "edge-ratifications": (EDGE, "ratifications"),
+    "edge-country": (EDGE, "country france"),
+    "edge-help-status": (EDGE, "help status"),
+    "settled-clauses": (SETTLED, "clauses"),
+    "settled-clauses-open": (SETTLED, "clauses open"),
+    "entered-next-session": (ENTERED, "next-session"),
+    "not-read-next-session": (view(sessions=(), treaty=NOT_READ.treaty), "next-session"),
+    "feeds-forty": (FORTY, "feeds"),
+    "feeds-forty-one": (FORTY_ONE, "feeds"),
+    "next-session-berlin": (BERLIN_FIRST, "next-session"),
+    "next-session-buenos-aires": (BUENOS_AIRES_FIRST, "next-session"),
+    "next-session-deadline": (DEADLINE_FIRST, "next-session"),
+    "clauses-many": (MANY_CLAUSES, "clauses"),
+    "clause-close-many": (CLOSE_CLAUSES, "clause 19"),
+    "clause-em-dash": (CLOSE_CLAUSES, "clause 7—9"),
+    "clause-spaced": (CLOSE_CLAUSES, "clause 7 - 9"),
+    "follow-long-title": (CLOSE_CLAUSES, "follow art-5"),
+    "follow-unknown-clause-two-close": (CLOSE_CLAUSES, "follow art 19"),
+    "unfollow-clause-gone": (CLOSE_CLAUSES, "unfollow 24"),
+    "entered-ratifications": (ENTERED, "ratifications"),
+    "in-force-next-session": (view(sessions=(), treaty=IN_FORCE.treaty), "next-session"),
+    "country-three-statements": (THREE_STATEMENTS, "country germany"),
+    "feeds-source-edges": (SOURCE_EDGES, "feeds"),
+    "status-source-edges": (SOURCE_EDGES, "status"),
+    "follow-lone-quote": (view(follows=()), 'follow " share " x'),
+    "follow-empty-quote-token": (view(follows=()), 'follow "" share x'),
+    "follow-quoted-word-then-share": (view(follows=()), 'follow "ab" share'),
+    "follow-share-first": (view(follows=()), "follow share privacy"),
+    "unfollow-quoted-share": (
+        view(follows=(Follow("words", "a share b"),)),
+        'unfollow "a share b" share',
+    ),
+    "unfollow-quoted-not-followed": (view(), 'unfollow "nothing here"'),
 }
 
 
@@ -454,6 +663,24 @@ def check(name: str, actual: str, folder: str = "replies", suffix: str = ".txt")
 def test_answer_is_word_for_word(name: str) -> None:
     command_view, line = CASES[name]
     check(name, reply_text(line, handle(line, command_view, NOW)))
+
+
+RELOADS: dict[str, tuple[list[str], bool | None]] = {
+    "reloaded": ([], None),
+    "reloaded-shared": ([], True),
+    "reload-problems": (
+        ["bot.yaml:3: channels: " + "far too long " * 30, "feeds.yaml:7: " + "x" * 287],
+        False,
+    ),
+    "reload-many-problems": ([f"feeds.yaml:{n}: feeds[{n}].url: missing" for n in range(23)], True),
+}
+
+
+@pytest.mark.parametrize("name", list(RELOADS))
+def test_reload_answer_is_word_for_word(name: str) -> None:
+    problems, share = RELOADS[name]
+    reply = reload_result(problems) if share is None else reload_result(problems, share=share)
+    check(name, reply_text("reload", reply))
 
 
 @pytest.mark.parametrize("follows", [FOLLOWS, ()], ids=["follows", "nothing-followed"])

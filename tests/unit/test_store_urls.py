@@ -1,0 +1,36 @@
+"""A database URL never shows its password (``bot/store/urls.py``), however the password is
+written: with the characters that separate a URL's parts, empty, or in the query."""
+
+from __future__ import annotations
+
+import pytest
+
+from bot.store.urls import masked, scrub, secrets_in
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("postgresql://bot:p:w@db/t", "postgresql://bot:***@db/t"),
+        ("postgresql://bot:p@ss@db/t", "postgresql://bot:***@db/t"),
+        ("postgresql://Xavier:pw@db/t", "postgresql://Xavier:***@db/t"),
+        ("postgresql://bot:pw@db/t?options=a@b/c", "postgresql://bot:***@db/t?options=a@b/c"),
+        ("postgresql://bot:pw@db/t?next=x://y", "postgresql://bot:***@db/t?next=x://y"),
+        ("postgresql:///t?password=&host=/tmp", "postgresql:///t?password=&host=/tmp"),
+        ("postgresql:///t?sslpassword=k#frag", "postgresql:///t?sslpassword=***#frag"),
+    ],
+)
+def test_the_password_is_masked_wherever_it_is(url: str, shown: str) -> None:
+    assert masked(url) == shown
+
+
+def test_the_secrets_of_a_url_come_longest_first_as_written_and_decoded() -> None:
+    url = "postgresql://bot:p%40ss@db/t?password=x%21%21&sslpassword="
+    assert secrets_in(url) == ["x%21%21", "p%40ss", "p@ss", "x!!"]
+    assert secrets_in("postgresql://bot@db/t") == []
+    assert secrets_in("postgresql://bot:pw@[::1/t") == []  # not a URL urlsplit reads
+    text = f"connection to {url} failed: password x!! refused"
+    assert scrub(text, url) == (
+        "connection to postgresql://bot:***@db/t?password=***&sslpassword= failed: "
+        "password *** refused"
+    )
