@@ -40,6 +40,7 @@ from bot.domain import messages
 from bot.domain.clauses import plan_clauses
 from bot.domain.commands import (
     CommandView,
+    ReplicaInfo,
     Reply,
     StatusInfo,
     TreatyView,
@@ -63,7 +64,14 @@ from bot.domain.planner import digest
 from bot.domain.schedule import Schedule, Window, next_poll, session_windows
 from bot.domain.sessions import plan_changes, plan_reminders
 from bot.domain.text import render_plain
-from bot.errors import ConfigError, DeliveryError, Problem, StoreError, TreatyBotError
+from bot.errors import (
+    ConfigError,
+    DeliveryError,
+    LeaseLost,
+    Problem,
+    StoreError,
+    TreatyBotError,
+)
 from bot.metrics import Metrics
 from bot.people import FollowBook, person_of
 from bot.platforms import build_transports
@@ -88,6 +96,7 @@ from bot.transports.console import ConsoleTransport, Format
 from bot.websub import CALLBACK_PATH, WebSubSubscriber
 
 if TYPE_CHECKING:
+    from bot.cluster import Cluster
     from bot.web import WebServer
 
 log = logging.getLogger(__name__)
@@ -201,8 +210,12 @@ class App:
         stream: TextIO | None = None,
         environ: Mapping[str, str] | None = None,
         transports: Mapping[str, Transport] | None = None,
+        replica: bool = False,
     ) -> None:
         self.config = config
+        #: ``treaty-bot run``: on a database, one of the replicas that share it
+        self.replica = replica and not dry_run
+        self.cluster: Cluster | None = None
         self.clock: Clock = clock or SystemClock()
         self.fmt = fmt
         self.dry_run = dry_run
@@ -232,6 +245,7 @@ class App:
         self.started_at = self.clock.now()
         self._rules = {f.id: feed_rule(f) for f in config.feeds}
         self._pollers: dict[str, tuple[SourceConfig, asyncio.Task[None]]] = {}
+        self._polling = False
         self.reload_requested = asyncio.Event()
         self._to_record: list[tuple[PollOutcome, asyncio.Future[None]]] = []
         self._recorder: asyncio.Task[None] | None = None
@@ -253,9 +267,26 @@ class App:
     async def __aenter__(self) -> App:
         try:
             raw = await asyncio.to_thread(
-                open_store, self.state, read_only=self.dry_run, sole_writer=not self.dry_run
+                open_store,
+                self.state,
+                read_only=self.dry_run,
+                sole_writer=not self.dry_run and not self.replica,
+                replica=self.replica,
             )
             self.store = AsyncStore(raw)
+            if self.replica and self.state.is_database:
+                from bot.cluster import Cluster
+                from bot.store.postgres_store import PostgresStore
+
+                assert isinstance(raw, PostgresStore)
+                settings = self.config.bot.replicas
+                self.cluster = Cluster(
+                    self.store,
+                    raw,
+                    shards=settings.shards,
+                    lease=settings.lease.total_seconds(),
+                    on_change=self._leases_changed,
+                )
             fetch = self.config.bot.fetch
             self.fetcher = HttpFetcher(
                 timeout=fetch.timeout,
@@ -288,6 +319,7 @@ class App:
                 on_permanent=self._delivery_failed,
                 rules=lambda: self.config.channel_rules(),
                 tz=lambda: self.config.tz,
+                claims=self.cluster,
             )
             await self.people.load(self.store)
         except BaseException:
@@ -374,6 +406,8 @@ class App:
                 started_at=self.started_at,
                 queued_alerts=outbox.depth,
                 transports=tuple(self.transports),
+                replicas=await self._replicas(inbound),
+                shards=self.cluster.shards if self.cluster is not None else 0,
             ),
             source_names={s.id: s.name for s in self.sources},
             treaty=await self.treaty_view(),
@@ -382,6 +416,19 @@ class App:
         )
 
     # -- the timeline -----------------------------------------------------------------------
+
+    async def _replicas(self, inbound: Inbound) -> tuple[ReplicaInfo, ...]:
+        """The replicas sharing the database, for an admin's ``status``."""
+        if self.cluster is None or not self.is_admin(inbound):
+            return ()
+        from bot.cluster import describe
+
+        try:
+            rows = await self.cluster.replicas()
+        except StoreError as err:
+            log.warning("cannot list the replicas: %s", err)
+            return ()
+        return tuple(ReplicaInfo(**d) for d in describe(rows, self.cluster.id, self.cluster.lease))
 
     async def timeline(self) -> list[SessionEvent]:
         """Every session, meeting and deadline the bot knows (``bot.timeline``)."""
@@ -429,6 +476,13 @@ class App:
     async def answer(self, inbound: Inbound) -> Answer:
         """Answer one command from any transport; never raises."""
         started = time.monotonic()
+        if (
+            self.cluster is not None
+            and inbound.event_id is not None
+            and not await self.cluster.claim(f"{inbound.platform}:{inbound.event_id}")
+        ):
+            log.info("command answered by another replica platform=%s", inbound.platform)
+            return Answer("", (), elsewhere=True)
         try:
             view = await self.command_view(inbound)
             reply = await asyncio.to_thread(handle, inbound.text, view, self.clock.now())
@@ -565,9 +619,27 @@ class App:
         return outcome
 
     async def record(self, outcomes: Sequence[PollOutcome]) -> list[Alert]:
-        """Commit what a round learnt and queue its alerts, in one atomic write."""
+        """Commit what a round learnt and queue its alerts, in one atomic write.
+
+        With replicas, the write is made under the leases of the sources' shards: outcomes of
+        a shard this replica no longer holds are dropped (its new holder polls again), and if
+        the database refuses the write because a lease moved on, the rest is written alone."""
+        if self.cluster is None or self.dry_run:
+            return await self._record(outcomes, {})
+        for _ in range(2):
+            outcomes = [o for o in outcomes if self.cluster.owns(o.source)]
+            fences = self.cluster.fences_for(o.source for o in outcomes)
+            if not outcomes or fences is None:
+                return []
+            try:
+                return await self._record(outcomes, fences)
+            except LeaseLost as err:
+                self.cluster.lost(err.lost)
+        return []
+
+    async def _record(self, outcomes: Sequence[PollOutcome], fences: dict[str, int]) -> list[Alert]:
         store, _, outbox = self._require()
-        changes = Changes()
+        changes = Changes(fences=fences)
         alerts: list[Alert] = []
         for o in outcomes:
             if o.changed:
@@ -593,9 +665,15 @@ class App:
         """Sessions and clauses: diff the YAML against the last snapshot, plan due reminders,
         and record it all in one commit."""
         store, _, outbox = self._require()
+        fences: dict[str, int] = {}
+        if self.cluster is not None:
+            planner = self.cluster.planner_fences()
+            if planner is None:
+                return []  # another replica plans
+            fences = planner
         now = now or self.clock.now()
         tz = self.config.tz
-        changes = Changes()
+        changes = Changes(fences=fences)
         alerts: list[Alert] = []
 
         previous = await store.snapshot(SESSIONS_SOURCE)
@@ -650,7 +728,12 @@ class App:
         changes.enqueue = outbox.rows_for(alerts)
         changes.enqueue += outbox.rows_for_people(alerts, self.people.everyone())
         if not self.dry_run:
-            await store.commit(changes)
+            try:
+                await store.commit(changes)
+            except LeaseLost as err:
+                if self.cluster is not None:
+                    self.cluster.lost(err.lost)
+                return []
             self._count_queued(changes)
         return alerts
 
@@ -767,6 +850,9 @@ class App:
                 if callable(mount):
                     mount(self.web.app)  # Slack's requests arrive at /slack/events
             await self.web.start()
+        if self.cluster is not None:
+            await self.cluster.beat()  # this replica's shards, before any poll
+            self.supervisor.spawn("replica", self.cluster.run(self.stop_event))
         await self._start_transports(read_input=True)
         self.supervisor.spawn("loop-lag", self._watch_loop_lag())
         self.supervisor.spawn(
@@ -804,6 +890,8 @@ class App:
                 await outbox.deliver_due()
         except TimeoutError:
             log.warning("stopping before every alert was sent; they are kept for the next start")
+        if self.cluster is not None:
+            await self.cluster.leave()  # the others take this replica's shards at once
         await self._stop_transports()
         if self.web is not None:
             await self.web.stop()
@@ -847,13 +935,15 @@ class App:
     # -- configuration changes while running ------------------------------------------------
 
     def _sync_pollers(self, *, first_run: bool = False) -> None:
-        """One polling task per configured feed: start new ones, stop removed or changed ones."""
-        wanted = {f.id: f for f in self.sources}
+        """One polling task per configured feed: start new ones, stop removed or changed ones.
+        With replicas, only the sources of the shards this replica holds are polled."""
+        self._polling = True
+        wanted = {f.id: f for f in self.sources if self._polled_here(f.id)}
         for feed_id, (feed, task) in list(self._pollers.items()):
             if wanted.get(feed_id) != feed:
                 task.cancel()
                 del self._pollers[feed_id]
-        for feed in self.sources:
+        for feed in wanted.values():
             if feed.id in self._pollers:
                 continue
             spread = 5.0 if first_run else 1.0
@@ -868,6 +958,15 @@ class App:
                 ),
             )
             self._pollers[feed.id] = (feed, task)
+
+    def _polled_here(self, source_id: str) -> bool:
+        return self.cluster is None or self.cluster.owns(source_id)
+
+    def _leases_changed(self) -> None:
+        """Shards taken or lost: start or stop their pollers (once polling has started)."""
+        if self._polling and not self.stop_event.is_set():
+            self._sync_pollers()
+        self.delivery_kick.set()
 
     async def reload(self) -> list[Problem]:
         """Re-read the configuration; apply it if valid, else keep the last good one.
@@ -893,7 +992,7 @@ class App:
             remap = getattr(transport, "set_channels", None)
             if callable(remap):
                 remap(config.bot.channels)
-        if self.stop_event.is_set() is False and self._pollers:
+        if self.stop_event.is_set() is False and self._polling:
             self._sync_pollers()
         new_feeds = {f.id for f in self.sources}
         self.websub.public_url = _public_url(config, self.environ)
@@ -1140,6 +1239,8 @@ class App:
                 log.exception("delivery round failed; retrying shortly")
                 report = None
             wait = 5.0 if report is None or report.retrying else 60.0
+            if self.cluster is not None:  # rows other replicas queue for channels held here
+                wait = min(wait, self.cluster.beat_every)
             if report is not None and report.next_release is not None:
                 until = (report.next_release - self.clock.now()).total_seconds()
                 wait = min(wait, max(until, 0.0) + 0.05)

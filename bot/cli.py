@@ -235,7 +235,9 @@ async def _once(config: Config, clock: Clock, fmt: str, dry_run: bool) -> int:
 async def _run(config: Config, clock: Clock, fmt: str) -> int:
     from bot.app import App
 
-    async with App(config, clock=clock, fmt="jsonl" if fmt == "jsonl" else "text") as app:
+    async with App(
+        config, clock=clock, fmt="jsonl" if fmt == "jsonl" else "text", replica=True
+    ) as app:
         await app.run()
     return EXIT_OK
 

@@ -14,13 +14,14 @@ import random
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
+from typing import Protocol
 from zoneinfo import ZoneInfo
 
 from bot.clock import Clock
 from bot.domain.follows import Follow, Person, followers
 from bot.domain.holding import ChannelRules, HoldReason, grouped_alerts, hold_for
 from bot.domain.model import Alert, ChannelName, Delivery
-from bot.errors import DeliveryError
+from bot.errors import DeliveryError, LeaseLost
 from bot.metrics import Metrics
 from bot.store.base import Changes, DeliveryUpdate
 from bot.store.runner import AsyncStore
@@ -55,6 +56,21 @@ class DeliveryReport:
 #: reload applies to what is queued next.
 RulesSource = Callable[[], Mapping[ChannelName, ChannelRules]]
 
+Group = tuple[str, str]
+
+
+class Claims(Protocol):
+    """Replicas sharing one outbox (``bot.cluster.Cluster``): which channels this one
+    delivers, under which leases, and whether it still holds them."""
+
+    def valid(self) -> bool: ...
+
+    async def take_channels(self, groups: Sequence[Group]) -> dict[Group, dict[str, int]]: ...
+
+    def planner_fences(self) -> dict[str, int] | None: ...
+
+    def lost(self, names: Iterable[str]) -> None: ...
+
 
 class Outbox:
     def __init__(
@@ -66,7 +82,10 @@ class Outbox:
         on_permanent: PermanentFailureHook | None = None,
         rules: RulesSource | None = None,
         tz: Callable[[], ZoneInfo] | None = None,
+        claims: Claims | None = None,
     ) -> None:
+        #: with replicas: each delivers the channels it holds the lease of (``None``: all)
+        self.claims = claims
         self.rules = rules or dict
         self.tz = tz or (lambda: ZoneInfo("UTC"))
         self.on_permanent = on_permanent
@@ -146,6 +165,12 @@ class Outbox:
         """Turn the held rows that are due into their channel's grouped message(s), in one
         commit (a crash leaves either the held rows or the grouped ones, never neither);
         return when the next held row is due."""
+        fences: dict[str, int] = {}
+        if self.claims is not None:  # the planning replica releases what was held
+            planner = self.claims.planner_fences()
+            if planner is None:
+                return None
+            fences = planner
         now = self.clock.now()
         rules = self.rules()
         due: dict[tuple[str, ChannelName, HoldReason], list[Delivery]] = {}
@@ -160,7 +185,7 @@ class Outbox:
             due.setdefault((row.transport, row.channel, reason), []).append(row)
         if not due:
             return later
-        changes = Changes()
+        changes = Changes(fences=fences)
         for (transport, channel, reason), rows in due.items():
             for alert in grouped_alerts(reason, channel, [r.alert for r in rows], now, self.tz()):
                 key = f"{alert.id}|{channel}|{transport}"
@@ -176,7 +201,12 @@ class Outbox:
                 reason,
                 len(rows),
             )
-        await self.store.commit(changes)
+        try:
+            await self.store.commit(changes)
+        except LeaseLost as err:
+            if self.claims is not None:
+                self.claims.lost(err.lost)
+            return later
         return later
 
     async def deliver_due(self) -> DeliveryReport:
@@ -195,7 +225,16 @@ class Outbox:
                     blocked.add(group)  # later rows of this channel wait for this one
                     continue
                 groups.setdefault(group, []).append(row)
-            reports = await asyncio.gather(*(self._deliver_group(rows) for rows in groups.values()))
+            fences: dict[Group, dict[str, int]] = {group: {} for group in groups}
+            if self.claims is not None:
+                fences = await self.claims.take_channels(list(groups))
+            reports = await asyncio.gather(
+                *(
+                    self._deliver_group(rows, fences[group])
+                    for group, rows in groups.items()
+                    if group in fences
+                )
+            )
             total = DeliveryReport()
             for r in reports:
                 total.sent += r.sent
@@ -206,25 +245,40 @@ class Outbox:
             total.next_release = next_release
             return total
 
-    async def _deliver_group(self, rows: Sequence[Delivery]) -> DeliveryReport:
+    async def _deliver_group(
+        self, rows: Sequence[Delivery], fences: dict[str, int] | None = None
+    ) -> DeliveryReport:
         """Send one channel's due rows in order, with two commits for the whole group: every
         row is marked ``sending`` first, and the rows sent are marked together at the end.
 
         A crash in between leaves rows in ``sending``; those are reconciled through
         ``was_delivered`` before anything is sent again, so batching never posts twice.
+        With replicas, both commits are made under the channel's lease (``fences``), and no
+        row is sent once this replica's leases may have run out.
         """
         report = DeliveryReport()
-        transport = self.transports.get(rows[0].transport) if rows else None
+        transport = self.transports.get(rows[0].transport)  # a group is never empty
         if transport is None:
             return report  # a transport that is not running now; kept for when it is
+        fences = fences or {}
         fresh = {r.key for r in rows if r.state == "pending"}
         now = self.clock.now()
-        await self.store.commit(
-            Changes(deliveries=[DeliveryUpdate(k, "sending", now) for k in sorted(fresh)])
-        )
+        try:
+            await self.store.commit(
+                Changes(
+                    deliveries=[DeliveryUpdate(k, "sending", now) for k in sorted(fresh)],
+                    fences=fences,
+                )
+            )
+        except LeaseLost as err:
+            if self.claims is not None:
+                self.claims.lost(err.lost)
+            return report
         done: list[DeliveryUpdate] = []
         try:
             for row in rows:
+                if self.claims is not None and not self.claims.valid():
+                    break  # the rows left go to whoever holds the channel next
                 if row.key not in fresh:  # left in "sending" by a crash or a failed attempt
                     delivered = await transport.was_delivered(row.channel, row.alert, row.key)
                     log.info(
@@ -240,7 +294,7 @@ class Outbox:
                 try:
                     await transport.send(row.channel, row.alert, row.key)
                 except DeliveryError as err:
-                    await self._failed(row, err, done, report)
+                    await self._failed(row, err, done, report, fences)
                     if not err.permanent:
                         break  # keep this channel in order: later rows wait for this one
                     continue
@@ -253,11 +307,25 @@ class Outbox:
                 )
         finally:
             if done:
-                await self.store.commit(Changes(deliveries=done))
+                await self._commit_done(done, fences)
         return report
 
+    async def _commit_done(self, done: list[DeliveryUpdate], fences: dict[str, int]) -> None:
+        """Mark what went out. Refused because the channel's lease moved on, the rows stay in
+        ``sending`` and their next holder asks the platform before sending them again."""
+        try:
+            await self.store.commit(Changes(deliveries=done, fences=fences))
+        except LeaseLost as err:
+            if self.claims is not None:
+                self.claims.lost(err.lost)
+
     async def _failed(
-        self, row: Delivery, err: DeliveryError, done: list[DeliveryUpdate], report: DeliveryReport
+        self,
+        row: Delivery,
+        err: DeliveryError,
+        done: list[DeliveryUpdate],
+        report: DeliveryReport,
+        fences: dict[str, int] | None = None,
     ) -> None:
         if err.permanent:
             log.error(
@@ -268,7 +336,7 @@ class Outbox:
                 err,
             )
             done.append(DeliveryUpdate(row.key, "failed", self.clock.now(), str(err), None, True))
-            await self.store.commit(Changes(deliveries=list(done)))
+            await self._commit_done(list(done), fences or {})
             done.clear()
             self.metrics.alerts_failed.labels(row.transport, "true").inc()
             report.failed += 1

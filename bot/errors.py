@@ -80,6 +80,19 @@ class StoreDatabaseError(StoreError):
     message = "state database"
 
 
+class LeaseLost(StoreDatabaseError):
+    """A replica wrote under leases it no longer holds: the database refused the commit."""
+
+    message = "lease lost"
+
+    def __init__(self, lost: frozenset[str], *, resource: str | None = None) -> None:
+        super().__init__(
+            "this replica no longer holds " + ", ".join(sorted(lost)) + "; nothing was written",
+            resource=resource,
+        )
+        self.lost = lost
+
+
 class StoreCorrupt(StoreError):
     """The state file exists but cannot be read; it is never replaced silently."""
 

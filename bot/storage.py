@@ -81,14 +81,21 @@ def target_location(target: str) -> StateLocation:
 
 
 def open_store(
-    location: StateLocation, *, read_only: bool = False, sole_writer: bool = False
+    location: StateLocation,
+    *,
+    read_only: bool = False,
+    sole_writer: bool = False,
+    replica: bool = False,
 ) -> Store:
-    """The store at ``location`` (blocking: the app calls it in a thread). ``sole_writer``:
-    refuse to open a database another bot writes to (a state file is always exclusive)."""
+    """The store at ``location`` (blocking: the app calls it in a thread). On a database,
+    ``sole_writer``: refuse to open it while any other bot writes to it; ``replica``: share it
+    with other replicas, but not with a sole writer (a state file is always exclusive)."""
     if location.is_database:
         from bot.store.postgres_store import PostgresStore  # psycopg loads only when used
 
-        return PostgresStore(location.target, read_only=read_only, sole_writer=sole_writer)
+        return PostgresStore(
+            location.target, read_only=read_only, sole_writer=sole_writer, replica=replica
+        )
     from bot.store.tinydb_store import TinyDBStore
 
     return TinyDBStore(location.target, read_only=read_only)

@@ -211,22 +211,29 @@ def test_migrate_never_prints_the_password(
         assert SECRET not in shown
 
 
-async def test_one_bot_writes_to_a_database_until_replicas_share_it(
+async def test_replicas_share_a_database_and_once_waits_for_them(
     config_dir: ConfigFactory, secret_url: str
 ) -> None:
     from bot.errors import StoreLocked
 
     directory = config_dir()
     env = {"TREATY_BOT_DATABASE_URL": secret_url}
-    async with App(load_config(directory), environ=env, transports={"fake": Troubled()}):
+
+    def bot(**kw: bool) -> App:
+        return App(load_config(directory), environ=env, transports={"fake": Troubled()}, **kw)
+
+    async with bot(replica=True) as first, bot(replica=True) as second:
+        assert first.cluster is not None and second.cluster is not None
+        assert first.cluster.id != second.cluster.id
         with pytest.raises(StoreLocked) as refused:
-            async with App(load_config(directory), environ=env, transports={"fake": Troubled()}):
+            async with bot():  # treaty-bot once writes without leases
                 pass
-        assert "another treaty-bot runs on this database" in str(refused.value)
+        assert "replicas run on this database" in str(refused.value)
         assert SECRET not in str(refused.value)
         # answering in the terminal and previews only read: they may run meanwhile
         async with App(load_config(directory), environ=env, dry_run=True) as preview:
+            assert preview.cluster is None
             await preview.ask("help")
-    # the first one gone, the database is free again
-    async with App(load_config(directory), environ=env, transports={"fake": Troubled()}):
-        pass
+    # the replicas gone, once may write
+    async with bot() as alone:
+        assert alone.cluster is None

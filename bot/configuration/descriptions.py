@@ -72,6 +72,12 @@ DESCRIPTIONS: dict[str, dict[str, str]] = {
         "fetch.per_host": "At most this many requests in flight to one host.",
         "fetch.max_in_flight": "At most this many requests in flight overall.",
         "fetch.backoff_cap": "The longest wait between polls of a failing source.",
+        "replicas": "Several `treaty-bot run` on one PostgreSQL database (docs/scaling.md); "
+        "ignored with a state file.",
+        "replicas.shards": "The sources are split into this many shards, each polled by one "
+        "replica at a time (1 to 1024).",
+        "replicas.lease": "How long a replica holds its shards without renewing them: a replica "
+        "that dies loses them to the others after this long (3s to 10m).",
     },
     "feeds.yaml": {
         "defaults": "Values for every feed that does not set its own.",

@@ -312,6 +312,19 @@ class FetchSettings(Strict):
     backoff_cap: Duration = timedelta(hours=6)
 
 
+class ReplicaSettings(Strict):
+    shards: Annotated[int, Field(ge=1, le=1024)] = 16
+    lease: Annotated[Duration, AfterValidator(lambda v: _between(v, 3, 600))] = timedelta(
+        seconds=15
+    )
+
+
+def _between(value: timedelta, low: int, high: int) -> timedelta:
+    if not low <= value.total_seconds() <= high:
+        raise ValueError(f"must be between {low} s and {high} s")
+    return value
+
+
 def _empty_section(value: Any) -> Any:
     return {} if value is None else value
 
@@ -341,6 +354,7 @@ class BotFile(Strict):
     matrix: MatrixSettings = Field(default_factory=MatrixSettings)
     admins: Admins = Field(default_factory=Admins)
     fetch: FetchSettings = Field(default_factory=FetchSettings)
+    replicas: ReplicaSettings = Field(default_factory=ReplicaSettings)
 
 
 # ----------------------------------------------------------------------------- feeds.yaml

@@ -137,6 +137,19 @@ class UsageError:
 
 
 @dataclass(frozen=True, slots=True)
+class ReplicaInfo:
+    """One replica on a shared database, for ``status``."""
+
+    name: str  # host and process id
+    me: bool  # the replica answering
+    heartbeat_age: float  # seconds since its last heartbeat
+    shards: tuple[int, ...]
+    jobs: tuple[str, ...]
+    stopped: bool = False  # it said so when it stopped
+    silent: bool = False  # no heartbeat for longer than a lease: dead, or cut off
+
+
+@dataclass(frozen=True, slots=True)
 class StatusInfo:
     """Runtime facts for ``status``, gathered by the app."""
 
@@ -144,6 +157,9 @@ class StatusInfo:
     started_at: datetime
     queued_alerts: int = 0
     transports: tuple[str, ...] = ()
+    #: with replicas on a shared database: every one the database knows (else empty)
+    replicas: tuple[ReplicaInfo, ...] = ()
+    shards: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -776,6 +792,7 @@ def _status_answer(command: Command, view: CommandView, now: datetime) -> Reply:
         replies.status_runtime(
             info.version, info.started_at, info.queued_alerts, info.transports, view.tz, now
         )
+        + replies.status_replicas(info.replicas, info.shards)
         if info is not None
         else []
     )

@@ -78,10 +78,9 @@ class Hold:
 
 def _wall(day: datetime, at: time, tz: ZoneInfo) -> datetime:
     """``at`` on the local date of ``day`` in ``tz``, as an aware UTC instant. A wall time
-    skipped by a clock change is read forward (fold handling of zoneinfo, normalised)."""
-    local = datetime.combine(day.date(), at, tz)
-    # round trip through UTC: a non-existent wall time lands after the gap
-    return local.astimezone(UTC).astimezone(tz).astimezone(UTC)
+    skipped by a clock change is read forward: with fold 0, zoneinfo gives it the offset from
+    before the gap, so it lands after the gap (02:30 becomes 03:30)."""
+    return datetime.combine(day.date(), at, tz).astimezone(UTC)
 
 
 def next_digest(rule: DigestRule, now: datetime) -> datetime:

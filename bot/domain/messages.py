@@ -396,9 +396,7 @@ def day(value: date) -> str:
 
 
 def statement_word(kind: str) -> str:
-    return {"declaration": "a declaration", "reservation": "a reservation"}.get(
-        kind, f"an {kind}" if kind[:1] in "aeiou" else f"a {kind}"
-    )
+    return f"an {kind}" if kind[:1] in "aeiou" else f"a {kind}"
 
 
 def treaty_action_title(action: TreatyAction) -> str:

@@ -15,7 +15,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from bot.domain import messages
@@ -27,6 +28,9 @@ from bot.domain.model import Clause, NewsRecord, SessionEvent, SourceView
 from bot.domain.text import Block, Bullets, Paragraph, Rich, Span, bold, italic, link, para, shorten
 from bot.domain.timefmt import event_span, format_local, format_span
 from bot.domain.treaty import Participant, Standing, Statement, TreatyAction, TreatySource
+
+if TYPE_CHECKING:
+    from bot.domain.commands import ReplicaInfo
 
 TITLE_LIMIT = 200
 SUMMARY_LIMIT = 600
@@ -683,6 +687,35 @@ def status_runtime(
         para(f"Queued alerts: {queued}"),
         para("Transports: ", ", ".join(transports) if transports else "none"),
     ]
+
+
+def status_replicas(replicas: Sequence[ReplicaInfo], shards: int) -> list[Block]:
+    """One line per replica sharing the database: its shards, jobs and last heartbeat."""
+    if not replicas:
+        return []
+    running = [r for r in replicas if not (r.stopped or r.silent)]
+    owned = {n for r in running for n in r.shards}
+    lines: list[tuple[Span, ...]] = []
+    for r in replicas:
+        spans: list[Span] = [code(r.name)]
+        if r.me:
+            spans.append(Span(" (this one)"))
+        if r.stopped:
+            spans.append(Span(" · stopped"))
+        elif r.silent:
+            silent = humanize(timedelta(seconds=r.heartbeat_age))
+            spans.append(Span(f" · silent for {silent} (dead, or cut off from the database)"))
+        else:
+            listed = ", ".join(map(str, r.shards)) if r.shards else "none"
+            spans.append(Span(f" · shards {listed}"))
+            if r.jobs:
+                spans.append(Span(" · " + ", ".join(j.removeprefix("job:") for j in r.jobs)))
+            age = r.heartbeat_age
+            ago = f"{age:.0f} s" if age < 120 else humanize(timedelta(seconds=age))
+            spans.append(Span(f" · heartbeat {ago} ago"))
+        lines.append(tuple(spans))
+    head = f"Replicas: {len(running)} running, {len(owned)} of {plural(shards, 'shard')} held"
+    return [para(head), Bullets(tuple(lines))]
 
 
 STATUS_UNAVAILABLE = "Runtime details (version, uptime, queue) are not available here."

@@ -36,6 +36,10 @@ Contract
   ``has_delivery`` answer from memory, without I/O, from any thread: ``has_delivery`` knows
   the rows that existed at open and those this store wrote since (another process's rows are
   caught by the key when enqueued), and ``next_seq`` is larger than any ``seq`` it knows.
+- **Leases.** A commit that names ``fences`` is applied only if, in the database and by its
+  clock, the writer holds each named lease with that token and it has not expired; otherwise
+  nothing of it is written and ``LeaseLost`` names the leases lost. The TinyDB store ignores
+  them (one process owns the file).
 - **Secrets.** ``location`` and every error message show a database URL with its password
   masked.
 """
@@ -91,6 +95,10 @@ class Changes:
     treaty: TreatySnapshot | None = None
     #: each person's whole list of follows as it is now (an empty tuple: they follow nothing)
     follows: dict[Person, tuple[Follow, ...]] = field(default_factory=dict)
+    #: the leases (name: fencing token) this commit is written under: a database shared by
+    #: replicas refuses the whole commit unless the writer still holds every one of them
+    #: (``LeaseLost``); a state file, which one process owns, has no leases
+    fences: dict[str, int] = field(default_factory=dict)
 
     def __bool__(self) -> bool:
         return bool(

@@ -30,8 +30,9 @@ import logging
 import os
 import socket
 import threading
+import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -44,9 +45,10 @@ from bot.domain.follows import Follow, Person
 from bot.domain.model import Delivery, NewsRecord, SourceHealth, SourceRecord
 from bot.domain.sessions import ReminderState, Snapshot
 from bot.domain.treaty import TreatySnapshot
-from bot.errors import StoreDatabaseError, StoreLocked
+from bot.errors import LeaseLost, StoreDatabaseError, StoreLocked
 from bot.store import codec
 from bot.store.base import DONE_STATES, NEWS_KEPT, SENT_KEPT, Changes
+from bot.store.leases import Beat, ReplicaRow, shard_key, shard_lease
 from bot.store.seen import StoredFingerprints, StoredSeen
 from bot.store.urls import masked, scrub
 
@@ -113,15 +115,39 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (platform, user_id)
     );
     """,
+    """
+    CREATE TABLE treaty_bot.replicas (
+        id           text PRIMARY KEY,
+        host         text NOT NULL,
+        pid          integer NOT NULL,
+        version      text NOT NULL,
+        started_at   timestamptz NOT NULL DEFAULT now(),
+        heartbeat_at timestamptz NOT NULL DEFAULT now(),
+        stopped_at   timestamptz
+    );
+    CREATE TABLE treaty_bot.leases (
+        name        text PRIMARY KEY,
+        holder      text,
+        fence       bigint NOT NULL DEFAULT 0,
+        expires_at  timestamptz NOT NULL DEFAULT '-infinity',
+        acquired_at timestamptz
+    );
+    CREATE TABLE treaty_bot.claims (
+        key         text PRIMARY KEY,
+        holder      text NOT NULL,
+        claimed_at  timestamptz NOT NULL DEFAULT now()
+    );
+    CREATE INDEX claims_by_age ON treaty_bot.claims (claimed_at);
+    """,
 )
+
+#: How long a command's claim is remembered (a platform retries an event within minutes).
+CLAIMS_KEPT = "1 day"
+#: Replicas stopped or silent for longer than this are dropped from ``replicas``.
+REPLICAS_KEPT = "1 day"
 
 #: The schema version this code writes and reads.
 SCHEMA = len(MIGRATIONS)
-
-
-def shard_key(source_id: str) -> int:
-    """A stable 31-bit hash of a source id: shards will be ``shard_key % shards``."""
-    return int.from_bytes(hashlib.sha256(source_id.encode()).digest()[:4], "big") & 0x7FFFFFFF
 
 
 def _writer_id() -> str:
@@ -142,6 +168,7 @@ class PostgresStore:
         *,
         read_only: bool = False,
         sole_writer: bool = False,
+        replica: bool = False,
         pool_size: int = 4,
         connect_timeout: int = 10,
     ) -> None:
@@ -187,27 +214,32 @@ class PostgresStore:
         except psycopg.Error as err:
             self._pool.close()
             raise self._error("cannot connect", err) from None
-        if sole_writer:
+        if sole_writer or replica:
             try:
-                self._claim_database(connect_timeout)
+                self._claim_database(connect_timeout, shared=replica)
             except BaseException:
                 self.close()
                 raise
 
-    def _claim_database(self, connect_timeout: int) -> None:
-        """Until replicas share a database through leases, one bot writes to it: a second
-        ``run`` or ``once`` is refused, as a second process is refused a state file. The lock
-        is a session advisory lock, released when this store closes or its process dies."""
+    def _claim_database(self, connect_timeout: int, *, shared: bool) -> None:
+        """Replicas (``treaty-bot run``) share the database through leases and take the
+        writers' advisory lock in shared mode; a sole writer (``once``, ``migrate``), which
+        writes without leases, takes it alone. So ``once`` is refused while replicas run, and
+        a replica while ``once`` runs. The lock is held by a session of its own, released when
+        this store closes or its process dies."""
+        take = "pg_try_advisory_lock_shared" if shared else "pg_try_advisory_lock"
         try:
             conn = psycopg.connect(self._url, connect_timeout=connect_timeout, autocommit=True)
-            row = conn.execute("SELECT pg_try_advisory_lock(%s)", (WRITER_LOCK,)).fetchone()
+            row = conn.execute(f"SELECT {take}(%s)", (WRITER_LOCK,)).fetchone()
         except psycopg.Error as err:
             raise self._error("cannot connect", err) from None
         if not row or not row[0]:
             conn.close()
             raise StoreLocked(
-                "another treaty-bot runs on this database; stop it first (one bot per "
-                "database for now)",
+                "a `treaty-bot once` or `migrate` is writing to this database; wait until it ends"
+                if shared
+                else "treaty-bot replicas run on this database; stop them first (`once` "
+                "writes without leases)",
                 resource=self.location,
             )
         self._claim = conn
@@ -409,8 +441,10 @@ class PostgresStore:
         return codec.treaty_from_json(data) if data else TreatySnapshot()
 
     def next_seq(self) -> int:
+        """Larger than any seq this store knows, and than the last it gave: microseconds since
+        the epoch, so that the rows replicas queue at the same time sort together."""
         with self._seq_lock:
-            self._seq += 1
+            self._seq = max(self._seq + 1, time.time_ns() // 1000)
             return self._seq
 
     def deliveries(self, states: Sequence[str] = ("pending", "sending")) -> list[Delivery]:
@@ -456,6 +490,8 @@ class PostgresStore:
                         " treaty_bot.snapshots, treaty_bot.follows"
                     )
                 self._apply(cur, changes, gone)
+        except LeaseLost:
+            raise
         except psycopg.Error as err:
             raise self._error("cannot write; the previous state is kept", err) from None
         self.writes += 1
@@ -468,7 +504,24 @@ class PostgresStore:
             with self._seq_lock:
                 self._seq = max(self._seq, top)
 
+    def _check_fences(self, cur: psycopg.Cursor[Any], fences: Mapping[str, int]) -> None:
+        """Refuse the commit unless this writer holds every lease named, with its token, by
+        the database's clock. The rows are locked (``FOR SHARE``) until the commit ends, so a
+        take-over waits for it and a commit never lands after one."""
+        names = sorted(fences)
+        cur.execute(
+            "SELECT name FROM treaty_bot.leases WHERE holder = %s AND expires_at > now()"
+            " AND (name, fence) IN (SELECT * FROM unnest(%s::text[], %s::bigint[]))"
+            " ORDER BY name FOR SHARE",
+            (self.writer, names, [fences[n] for n in names]),
+        )
+        lost = frozenset(names) - {name for (name,) in cur.fetchall()}
+        if lost:
+            raise LeaseLost(lost, resource=self.location)
+
     def _apply(self, cur: psycopg.Cursor[Any], changes: Changes, gone: list[str]) -> None:
+        if changes.fences:
+            self._check_fences(cur, changes.fences)
         snapshots = [
             (f"events:{source}", codec.snapshot_to_json(snap))
             for source, snap in changes.snapshots.items()
@@ -643,3 +696,212 @@ class PostgresStore:
                 " sent_at = %s, written_by = %s, written_at = now() WHERE key = %s",
                 updates,
             )
+
+    # -- replicas: heartbeats, leases, claims -----------------------------------------------
+
+    @contextlib.contextmanager
+    def _write(self, what: str) -> Iterator[psycopg.Cursor[Any]]:
+        """A cursor in one transaction, a database error raised as ``what``."""
+        try:
+            with self._session() as conn, conn.cursor() as cur:
+                yield cur
+        except psycopg.Error as err:
+            raise self._error(what, err) from None
+
+    def beat(
+        self,
+        *,
+        held: Mapping[str, int],
+        shards: int,
+        jobs: Sequence[str],
+        lease: float,
+        version: str,
+    ) -> Beat:
+        """One heartbeat, in one transaction: say this replica is alive, renew the leases it
+        holds (those it lost are missing from the answer), take its share of the shards
+        (``ceil(shards / live replicas)``: free or expired ones first, by name), give back
+        what it holds beyond its share, and take each job lease that is free."""
+        if self._read_only:
+            raise StoreDatabaseError("a preview holds no leases", resource=self.location)
+        host, pid = socket.gethostname(), os.getpid()
+        names = sorted(held)
+        with self._write("cannot renew the leases") as cur:
+            cur.execute(
+                "INSERT INTO treaty_bot.replicas (id, host, pid, version) VALUES (%s, %s, %s, %s)"
+                " ON CONFLICT (id) DO UPDATE SET heartbeat_at = now(), stopped_at = NULL",
+                (self.writer, host, pid, version),
+            )
+            wanted = [shard_lease(n) for n in range(shards)] + list(jobs)
+            cur.execute(
+                "INSERT INTO treaty_bot.leases (name) SELECT unnest(%s::text[])"
+                " ON CONFLICT (name) DO NOTHING",
+                (wanted,),
+            )
+            cur.execute(
+                "UPDATE treaty_bot.leases SET expires_at = now() + make_interval(secs => %s)"
+                " WHERE holder = %s AND expires_at > now()"
+                " AND (name, fence) IN (SELECT * FROM unnest(%s::text[], %s::bigint[]))"
+                " RETURNING name, fence",
+                (lease, self.writer, names, [held[n] for n in names]),
+            )
+            now_held: dict[str, int] = {name: int(fence) for name, fence in cur.fetchall()}
+            cur.execute(
+                "SELECT count(*) FROM treaty_bot.replicas WHERE stopped_at IS NULL"
+                " AND heartbeat_at > now() - make_interval(secs => %s)",
+                (lease,),
+            )
+            found = cur.fetchone()
+            live = max(1, int(found[0]) if found else 1)
+            share = -(-shards // live)
+            mine = sorted(
+                (n for n in now_held if n.startswith("shard:") and n in wanted),
+                key=lambda n: int(n[6:]),
+            )
+            if len(mine) > share:
+                extra = mine[share:]
+                cur.execute(
+                    "UPDATE treaty_bot.leases SET holder = NULL, expires_at = now()"
+                    " WHERE holder = %s AND name = ANY(%s)",
+                    (self.writer, extra),
+                )
+                for name in extra:
+                    del now_held[name]
+            elif len(mine) < share:
+                now_held.update(self._take(cur, lease, share - len(mine), shards=shards))
+            for job in jobs:
+                if job not in now_held:
+                    now_held.update(self._take(cur, lease, 1, names=[job]))
+            # the shards beyond the count configured now (fewer shards than before) are freed
+            stale = sorted(n for n in now_held if n.startswith("shard:") and n not in wanted)
+            if stale:
+                cur.execute(
+                    "UPDATE treaty_bot.leases SET holder = NULL, expires_at = now()"
+                    " WHERE holder = %s AND name = ANY(%s)",
+                    (self.writer, stale),
+                )
+                for name in stale:
+                    del now_held[name]
+            cur.execute(
+                "SELECT min(expires_at) FROM treaty_bot.leases WHERE holder IS NOT NULL"
+                " AND holder <> %s AND expires_at > now()",
+                (self.writer,),
+            )
+            expiry = cur.fetchone()
+            cur.execute(
+                "DELETE FROM treaty_bot.claims WHERE claimed_at < now() - %s::interval",
+                (CLAIMS_KEPT,),
+            )
+            cur.execute(
+                "DELETE FROM treaty_bot.replicas WHERE coalesce(stopped_at, heartbeat_at)"
+                " < now() - %s::interval",
+                (REPLICAS_KEPT,),
+            )
+        return Beat(now_held, live, expiry[0] if expiry else None)
+
+    def _take(
+        self,
+        cur: psycopg.Cursor[Any],
+        lease: float,
+        count: int,
+        *,
+        shards: int | None = None,
+        names: Sequence[str] = (),
+    ) -> dict[str, int]:
+        """Take up to ``count`` free or expired leases (shards, or those ``names``), skipping
+        rows another replica is taking at this moment; each taken lease's token goes up."""
+        if shards is not None:
+            names = [shard_lease(n) for n in range(shards)]
+        cur.execute(
+            "UPDATE treaty_bot.leases SET holder = %s, fence = fence + 1,"
+            " expires_at = now() + make_interval(secs => %s), acquired_at = now()"
+            " WHERE name IN (SELECT name FROM treaty_bot.leases WHERE name = ANY(%s)"
+            " AND (holder IS NULL OR expires_at <= now())"
+            " ORDER BY name FOR UPDATE SKIP LOCKED LIMIT %s)"
+            " RETURNING name, fence",
+            (self.writer, lease, list(names), count),
+        )
+        return {name: int(fence) for name, fence in cur.fetchall()}
+
+    def take(
+        self, names: Sequence[str], *, held: Mapping[str, int], lease: float
+    ) -> dict[str, int]:
+        """Of the leases ``names`` (created when new), those this replica holds now: the ones
+        in ``held`` it still holds, and the free or expired ones it takes."""
+        wanted = sorted(set(names))
+        with self._write("cannot take the leases") as cur:
+            cur.execute(
+                "INSERT INTO treaty_bot.leases (name) SELECT unnest(%s::text[])"
+                " ON CONFLICT (name) DO NOTHING",
+                (wanted,),
+            )
+            kept = [n for n in wanted if n in held]
+            cur.execute(
+                "SELECT name, fence FROM treaty_bot.leases WHERE holder = %s"
+                " AND expires_at > now() AND name = ANY(%s)",
+                (self.writer, kept),
+            )
+            found = {name: int(fence) for name, fence in cur.fetchall() if held[name] == fence}
+            rest = [n for n in wanted if n not in found]
+            if rest:
+                found.update(self._take(cur, lease, len(rest), names=rest))
+        return found
+
+    def release(self, names: Sequence[str]) -> None:
+        """Give leases back at once (their next holder need not wait for them to expire)."""
+        if not names:
+            return
+        with self._write("cannot release the leases") as cur:
+            cur.execute(
+                "UPDATE treaty_bot.leases SET holder = NULL, expires_at = now()"
+                " WHERE holder = %s AND name = ANY(%s)",
+                (self.writer, sorted(names)),
+            )
+
+    def leave(self) -> None:
+        """A replica stopping cleanly: every lease it holds is given back, and it is marked
+        stopped, so the others take its shards at their next heartbeat."""
+        with self._write("cannot leave") as cur:
+            cur.execute(
+                "UPDATE treaty_bot.leases SET holder = NULL, expires_at = now() WHERE holder = %s",
+                (self.writer,),
+            )
+            cur.execute(
+                "UPDATE treaty_bot.replicas SET stopped_at = now() WHERE id = %s", (self.writer,)
+            )
+
+    def claim_once(self, key: str) -> bool:
+        """Whether this replica is the first to claim ``key`` (a command's event id): only the
+        first answers."""
+        with self._write("cannot claim") as cur:
+            cur.execute(
+                "INSERT INTO treaty_bot.claims (key, holder) VALUES (%s, %s)"
+                " ON CONFLICT (key) DO NOTHING RETURNING key",
+                (key, self.writer),
+            )
+            return cur.fetchone() is not None
+
+    def replicas(self) -> list[ReplicaRow]:
+        """Every replica the database knows (running or stopped within ``REPLICAS_KEPT``),
+        oldest first, each with the leases it holds now."""
+        rows = self._rows(
+            "SELECT r.id, r.host, r.pid, r.version, r.started_at, r.heartbeat_at, r.stopped_at,"
+            " coalesce(array_agg(l.name ORDER BY l.name) FILTER (WHERE l.name IS NOT NULL),"
+            " '{}'), now()"
+            " FROM treaty_bot.replicas r LEFT JOIN treaty_bot.leases l"
+            " ON l.holder = r.id AND l.expires_at > now()"
+            " GROUP BY r.id ORDER BY r.started_at, r.id"
+        )
+        return [
+            ReplicaRow(
+                id=rid,
+                host=host,
+                pid=int(pid),
+                version=version,
+                started_at=started,
+                heartbeat_at=beat,
+                stopped_at=stopped,
+                leases=tuple(leases),
+                now=now,
+            )
+            for rid, host, pid, version, started, beat, stopped, leases, now in rows
+        ]

@@ -30,6 +30,11 @@ class AsyncStore:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, functools.partial(fn, *args))
 
+    async def call(self, fn: Callable[..., T], *args: object, **kwargs: object) -> T:
+        """Any blocking call of the store's (replicas' leases), on the store's thread."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, functools.partial(fn, *args, **kwargs))
+
     @property
     def location(self) -> str:
         return self.store.location

@@ -50,17 +50,14 @@ class SeenFiles:
                 resource=str(state),
             )
 
-    def collect(self, keep: set[str]) -> int:
-        """Remove what no state names (left by a crash); how many files went."""
+    def collect(self, keep: set[str]) -> None:
+        """Remove what no state names (left by a crash)."""
         if self.read_only or not self.directory.is_dir():
-            return 0
-        removed = 0
+            return
         for entry in os.scandir(self.directory):
             if entry.name not in keep and entry.is_file():
                 with contextlib.suppress(OSError):
                     os.unlink(entry.path)
-                    removed += 1
-        return removed
 
     def read(self, name: str) -> dict[str, Any]:
         path = self.directory / name

@@ -471,10 +471,13 @@ class TinyDBStore:
             self._sources.update(
                 _replace_with(updated, self._source_ids, "id"), doc_ids=list(updated)
             )
-        fresh = [r for r in changes.enqueue if r.key not in self._outbox_ids]
+        fresh: dict[str, Delivery] = {}
+        for r in changes.enqueue:  # a key enqueued twice in one commit: the first is kept
+            if r.key not in self._outbox_ids:
+                fresh.setdefault(r.key, r)
         if fresh:
-            ids = self._outbox.insert_multiple([codec.delivery_to_json(r) for r in fresh])
-            for delivery, doc_id in zip(fresh, ids, strict=True):
+            ids = self._outbox.insert_multiple([codec.delivery_to_json(r) for r in fresh.values()])
+            for delivery, doc_id in zip(fresh.values(), ids, strict=True):
                 self._outbox_ids[delivery.key] = doc_id
         rows: dict[int, dict[str, Any]] = {}
         for change in changes.deliveries:

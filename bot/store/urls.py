@@ -9,7 +9,7 @@ error message) goes through ``scrub`` before it is shown.
 from __future__ import annotations
 
 import re
-from urllib.parse import unquote, urlsplit
+from urllib.parse import unquote
 
 #: The URL schemes that name a PostgreSQL database (libpq accepts both).
 SCHEMES = ("postgresql", "postgres")
@@ -25,36 +25,44 @@ def is_database_url(location: str) -> bool:
     return bool(sep) and scheme.lower() in SCHEMES
 
 
+def _userinfo(rest: str) -> tuple[str, str]:
+    """The user part of a URL's text after ``scheme://`` (``""`` if none) and what follows.
+
+    libpq reads the user part up to the first ``@`` before any ``/``, so a password may hold
+    ``#``, ``?`` or ``:`` as written; here it ends at the last ``@`` before the first ``/``, so
+    that a password written with a raw ``@`` is masked whole too (more is hidden, never less).
+    """
+    slash = rest.find("/")
+    head = rest if slash == -1 else rest[:slash]
+    at = head.rfind("@")
+    if at == -1:
+        return "", rest
+    return rest[:at], rest[at + 1 :]
+
+
 def masked(url: str) -> str:
     """``url`` with its password (user part and query) replaced by ``***``."""
     scheme, sep, rest = url.partition("://")
     if not sep:
         return url
-    netloc_end = len(rest)
-    for stop in "/?#":
-        at = rest.find(stop)
-        if at != -1:
-            netloc_end = min(netloc_end, at)
-    netloc, tail = rest[:netloc_end], rest[netloc_end:]
-    if "@" in netloc:
-        userinfo, host = netloc.rsplit("@", 1)
-        user, colon, password = userinfo.partition(":")
-        if colon and password:
-            netloc = f"{user}:{MASK}@{host}"
-    tail = _SECRET_PARAM.sub(lambda m: m.group(1) + (MASK if m.group(2) else ""), tail)
-    return f"{scheme}{sep}{netloc}{tail}"
+    userinfo, after = _userinfo(rest)
+    user, colon, password = userinfo.partition(":")
+    shown = f"{user}:{MASK}@" if colon and password else (f"{userinfo}@" if userinfo else "")
+    after = _SECRET_PARAM.sub(lambda m: m.group(1) + (MASK if m.group(2) else ""), after)
+    return f"{scheme}{sep}{shown}{after}"
 
 
 def secrets_in(url: str) -> list[str]:
-    """The passwords ``url`` holds, as written and decoded (longest first)."""
+    """The passwords ``url`` holds, as written and decoded (longest first): however the user
+    part is read (to the first ``@``, as libpq does, or to the last), and the query's."""
     found: set[str] = set()
-    try:
-        parts = urlsplit(url)
-        password = parts.password
-    except ValueError:
-        password = None
-    if password:
-        found.update({password, unquote(password)})
+    _, sep, rest = url.partition("://")
+    if sep:
+        userinfo, _ = _userinfo(rest)
+        for candidate in (userinfo, userinfo.split("@", 1)[0]):
+            password = candidate.partition(":")[2]
+            if password:
+                found.update({password, unquote(password)})
     for match in _SECRET_PARAM.finditer(url):
         if match.group(2):
             found.update({match.group(2), unquote(match.group(2))})

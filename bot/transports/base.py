@@ -45,6 +45,9 @@ class Inbound:
     user: str  # the platform's user id (Slack U…, Matrix @user:server); "" on the console
     channel: str | None  # the platform's channel or room id, if any
     text: str
+    #: what identifies this command on its platform, the same on every retry of it (a Matrix
+    #: event id, a Slack trigger id): replicas answer each one once
+    event_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +57,8 @@ class Answer:
     title: str
     body: Rich
     share: bool = False
+    #: another replica answers this command: the transport sends nothing
+    elsewhere: bool = False
     #: about the asker alone (their follows): a platform that cannot show a reply to one
     #: person only sends it to them directly
     direct: bool = False

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import json
 import logging
 import os
 import re
 import sys
 import threading
+from collections.abc import Iterator
 from typing import IO, Literal, TextIO
 from zoneinfo import ZoneInfo
 
@@ -83,6 +85,7 @@ class ConsoleTransport:
         self._on_command: CommandHandler | None = None
         self._reader: asyncio.Task[None] | None = None
         self._journal: TextIO | None = None
+        self._journal_path: str | None = None
         self._printed: set[str] = set()
 
     @property
@@ -163,13 +166,54 @@ class ConsoleTransport:
         self.stream.write(self.render(alert, channel) + "\n")
         self.stream.flush()
         if self._journal is not None:
-            self._journal.write(key + "\n")
-            self._journal.flush()
+            with self._journal_lock():
+                self._reopen_if_replaced()
+                self._journal.write(key + "\n")
+                self._journal.flush()
             self._printed.add(key)
 
     async def was_delivered(self, channel: ChannelName, alert: Alert, key: str) -> bool:
-        """Whether the journal says this row was printed (a crash came before "sent")."""
+        """Whether the journal says this row was printed (a crash came before "sent"). The
+        file is read again for a key this process did not print: replicas on one machine
+        share the journal, and the row may be one a replica that died left behind."""
+        if key in self._printed:
+            return True
+        if self._journal_path is None:
+            return False
+        with self._journal_lock():
+            self._printed |= set(self._read_journal(self._journal_path))
         return key in self._printed
+
+    @staticmethod
+    def _read_journal(path: str) -> list[str]:
+        with (
+            contextlib.suppress(FileNotFoundError),
+            open(path, encoding="utf-8", errors="replace") as handle,
+        ):
+            # a last line without its newline was cut short by a crash: not a whole key
+            return [line[:-1] for line in handle if line.endswith("\n") and line.strip()]
+        return []
+
+    @contextlib.contextmanager
+    def _journal_lock(self) -> Iterator[None]:
+        """Replicas on one machine append to one journal; one of them trims it at start."""
+        if self._journal_path is None:
+            yield
+            return
+        with open(self._journal_path + ".lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            yield
+
+    def _reopen_if_replaced(self) -> None:
+        """Another process trimmed the journal (a new file): append to that one."""
+        assert self._journal is not None and self._journal_path is not None
+        try:
+            current = os.stat(self._journal_path).st_ino
+        except FileNotFoundError:
+            current = -1
+        if current != os.fstat(self._journal.fileno()).st_ino:
+            self._journal.close()
+            self._journal = open(self._journal_path, "a", encoding="utf-8")  # noqa: SIM115
 
     def open_journal(self, path: str) -> None:
         """Keep a journal of printed rows, so a restart after a crash does not print twice.
@@ -177,19 +221,16 @@ class ConsoleTransport:
         The journal holds the keys of the last rows printed, one per line; it is trimmed at
         each start.
         """
-        keys: list[str] = []
-        with (
-            contextlib.suppress(FileNotFoundError),
-            open(path, encoding="utf-8", errors="replace") as handle,
-        ):
-            keys = [line.strip() for line in handle if line.strip()]
-        keys = keys[-JOURNAL_KEPT:]
-        tmp = path + ".tmp"
-        with open(tmp, "w", encoding="utf-8") as handle:
-            handle.write("".join(k + "\n" for k in keys))
-        os.replace(tmp, path)
-        self._printed = set(keys)
-        self._journal = open(path, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
+        self._journal_path = path
+        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)  # data/ beside a database
+        with self._journal_lock():
+            keys = self._read_journal(path)[-JOURNAL_KEPT:]
+            tmp = f"{path}.{os.getpid()}.tmp"
+            with open(tmp, "w", encoding="utf-8") as handle:
+                handle.write("".join(k + "\n" for k in keys))
+            os.replace(tmp, path)
+            self._printed = set(keys)
+            self._journal = open(path, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
 
     def close(self) -> None:
         if self._journal is not None:

@@ -1046,7 +1046,13 @@ class MatrixTransport:
         rest = text[len(prefix) :]
         if rest and not rest[0].isspace():
             return None  # "!treatyfoo" is not ours
-        return Inbound(platform="matrix", user=event.sender, channel=room_id, text=rest.strip())
+        return Inbound(
+            platform="matrix",
+            user=event.sender,
+            channel=room_id,
+            text=rest.strip(),
+            event_id=event.event_id,
+        )
 
     def _cutoff(self, room_id: str) -> int:
         return max(self._started_ms, self._joined_ms.get(room_id, 0))
@@ -1094,6 +1100,8 @@ class MatrixTransport:
                     "matrix: the command handler failed room=%s event=%s", room_id, event_id
                 )
                 answer = Answer("", (Paragraph((Span(APOLOGY),)),))
+            if answer.elsewhere:
+                return
             if answer.direct and self._direct.get(inbound.user) != room_id:
                 answer = await self._answer_directly(inbound.user, event_id, answer)
             try:

@@ -924,6 +924,7 @@ class SlackTransport:
             user=str(command.get("user_id") or ""),
             channel=str(channel) if channel else None,
             text=str(command.get("text") or "")[:MAX_COMMAND].strip(),
+            event_id=key,
         )
         task = asyncio.create_task(self._answer(inbound, respond), name="slack-command")
         self._tasks.add(task)
@@ -941,6 +942,8 @@ class SlackTransport:
             except Exception:
                 log.exception("slack: the command handler failed user=%s", inbound.user)
                 answer = Answer("", (Paragraph((Span(APOLOGY),)),))
+            if answer.elsewhere:
+                return
             message = answer_message(answer)
             try:
                 async with asyncio.timeout(self.timeouts.request):

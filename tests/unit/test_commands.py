@@ -13,6 +13,7 @@ from bot.domain.commands import (
     COMMANDS,
     Command,
     CommandView,
+    ReplicaInfo,
     Reply,
     StatusInfo,
     UsageError,
@@ -643,6 +644,30 @@ def test_admin_commands_refuse_non_admins_politely(name: str) -> None:
     assert text(reply) == (
         f"{name} needs the admin permission. Admins are listed under admins: in "
         "config/bot.yaml; ask one of them."
+    )
+
+
+def test_status_lists_the_replicas_sharing_the_database() -> None:
+    replicas = (
+        ReplicaInfo("db-1:41", True, 2.4, (0, 2, 4), ("job:planner",)),
+        ReplicaInfo("db-2:77", False, 61.0, (1, 3, 5), ()),
+        ReplicaInfo("db-2:12", False, 1800.0, (), (), silent=True),
+        ReplicaInfo("db-3:9", False, 3600.0, (), (), stopped=True),
+    )
+    info = replace(admin_view().status, replicas=replicas, shards=8)  # type: ignore[type-var]
+    reply = handle("status", view(is_admin=True, status=info, sources=()), NOW)
+    lines = text(reply).splitlines()
+    start = lines.index("Replicas: 2 running, 6 of 8 shards held")
+    assert lines[start + 1 : start + 5] == [
+        "• db-1:41 (this one) · shards 0, 2, 4 · planner · heartbeat 2 s ago",
+        "• db-2:77 · shards 1, 3, 5 · heartbeat 61 s ago",
+        "• db-2:12 · silent for 30 minutes (dead, or cut off from the database)",
+        "• db-3:9 · stopped",
+    ]
+    # on one process (a state file) there is no such section
+    assert not any(
+        line.startswith("Replicas")
+        for line in text(handle("status", admin_view(), NOW)).splitlines()
     )
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -14,7 +14,7 @@ from bot import delivery
 from bot.clock import FixedClock
 from bot.delivery import Outbox, retry_delay
 from bot.domain.model import Alert, AlertId, ChannelName, Delivery
-from bot.errors import DeliveryError
+from bot.errors import DeliveryError, LeaseLost
 from bot.metrics import Metrics
 from bot.store.base import Changes, DeliveryUpdate
 from bot.store.runner import AsyncStore
@@ -34,6 +34,7 @@ class FakeTransport:
         self.gates: dict[str, asyncio.Event] = {}
         self.platform_has: set[str] = set()
         self.posted_event = asyncio.Event()
+        self.at_gate = asyncio.Event()
 
     async def start(self, on_command: CommandHandler) -> None:
         pass
@@ -50,6 +51,7 @@ class FakeTransport:
     async def send(self, channel: ChannelName, alert: Alert, key: str) -> None:
         gate = self.gates.get(channel)
         if gate is not None:
+            self.at_gate.set()  # the post is under way (marked "sending"), held by the platform
             await gate.wait()
         errors = self.fail.get(channel)
         if errors:
@@ -425,4 +427,135 @@ async def test_held_rows_go_out_grouped_at_the_earliest_release(tmp_path: Path) 
     grouped = await store.deliveries(("grouped",))
     assert sorted(r.key for r in grouped) == sorted(r.key for r in rows)
     assert "(Sat 28 Nov 2026, 09:00 UTC)" in fake.texts[-1]  # times in the default zone
+    await store.close()
+
+
+# -- replicas: channels claimed under leases -------------------------------------------------
+
+
+class FencedStore(TinyDBStore):
+    """A store that notes the fences of each commit and refuses those of ``revoked`` leases,
+    as a database shared by replicas does once a lease moved on."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.fences: list[dict[str, int]] = []
+        self.revoked: set[str] = set()
+
+    def commit(self, changes: Changes) -> None:
+        lost = frozenset(changes.fences) & self.revoked
+        if lost:
+            raise LeaseLost(lost)
+        if changes:
+            self.fences.append(dict(changes.fences))
+        super().commit(changes)
+
+
+class Claims:
+    """This replica's claims: the channels it may deliver, each under a lease of its own."""
+
+    def __init__(self, *channels: str) -> None:
+        self.channels = {("fake", c): {f"out:fake:{c}": n + 1} for n, c in enumerate(channels)}
+        self.is_valid = True
+        self.planner: dict[str, int] | None = None
+        self.lost_names: list[str] = []
+        self.asked: list[list[tuple[str, str]]] = []
+
+    def valid(self) -> bool:
+        return self.is_valid
+
+    async def take_channels(
+        self, groups: Sequence[tuple[str, str]]
+    ) -> dict[tuple[str, str], dict[str, int]]:
+        self.asked.append(sorted(groups))
+        return {g: f for g, f in self.channels.items() if g in groups}
+
+    def planner_fences(self) -> dict[str, int] | None:
+        return self.planner
+
+    def lost(self, names: Iterable[str]) -> None:
+        self.lost_names.extend(sorted(names))
+
+
+async def test_a_replica_delivers_only_the_channels_it_holds_under_their_leases(
+    tmp_path: Path,
+) -> None:
+    raw = FencedStore(tmp_path / "state.json")
+    store, fake, claims = AsyncStore(raw), FakeTransport(), Claims("alerts")
+    outbox = Outbox(store, {"fake": fake}, FixedClock(NOW), claims=claims)
+    await queue(store, outbox, alert(1, "alerts", "ops"), alert(2, "alerts"))
+    raw.fences.clear()
+    report = await outbox.deliver_due()
+    assert claims.asked == [[("fake", "alerts"), ("fake", "ops")]]
+    assert report.sent == 2 and fake.posted == [("alerts", "a1"), ("alerts", "a2")]
+    # "sending" then "sent", both under the channel's lease
+    assert raw.fences == [{"out:fake:alerts": 1}, {"out:fake:alerts": 1}]
+    # the channel another replica holds is left to it
+    [left] = await store.deliveries()
+    assert (left.channel, left.state) == ("ops", "pending")
+    await store.close()
+
+
+async def test_a_channel_whose_lease_moved_on_is_not_sent_to(tmp_path: Path) -> None:
+    raw = FencedStore(tmp_path / "state.json")
+    store, fake, claims = AsyncStore(raw), FakeTransport(), Claims("alerts")
+    outbox = Outbox(store, {"fake": fake}, FixedClock(NOW), claims=claims)
+    await queue(store, outbox, alert(1, "alerts"))
+    raw.revoked.add("out:fake:alerts")  # refused by the database: another holds it now
+    report = await outbox.deliver_due()
+    assert report.sent == 0 and fake.posted == []
+    assert claims.lost_names == ["out:fake:alerts"]
+    [row] = await store.deliveries()
+    assert row.state == "pending"  # its next holder sends it
+    await store.close()
+
+
+async def test_a_replica_that_may_have_lost_its_leases_stops_sending(tmp_path: Path) -> None:
+    raw = FencedStore(tmp_path / "state.json")
+    store, fake, claims = AsyncStore(raw), FakeTransport(), Claims("alerts")
+    outbox = Outbox(store, {"fake": fake}, FixedClock(NOW), claims=claims)
+    await queue(store, outbox, alert(1, "alerts"), alert(2, "alerts"))
+    fake.gates["alerts"] = asyncio.Event()
+    delivering = asyncio.create_task(outbox.deliver_due())
+    await fake.at_gate.wait()
+    claims.is_valid = False  # no heartbeat for too long: the leases may be another's
+    fake.gates["alerts"].set()
+    report = await delivering
+    assert fake.posted == [("alerts", "a1")] and report.sent == 1
+    rows = await store.deliveries()
+    assert [(r.alert.id, r.state) for r in rows] == [("a2", "sending")]  # checked before a resend
+    await store.close()
+
+
+async def test_a_refused_sent_mark_leaves_the_rows_to_be_checked(tmp_path: Path) -> None:
+    raw = FencedStore(tmp_path / "state.json")
+    store, fake, claims = AsyncStore(raw), FakeTransport(), Claims("alerts")
+    outbox = Outbox(store, {"fake": fake}, FixedClock(NOW), claims=claims)
+    await queue(store, outbox, alert(1, "alerts"))
+    fake.gates["alerts"] = asyncio.Event()
+    delivering = asyncio.create_task(outbox.deliver_due())
+    await fake.at_gate.wait()
+    raw.revoked.add("out:fake:alerts")  # the lease moves on while the post is under way
+    fake.gates["alerts"].set()
+    await delivering
+    assert fake.posted == [("alerts", "a1")] and claims.lost_names == ["out:fake:alerts"]
+    [row] = await store.deliveries()
+    assert row.state == "sending"  # the next holder asks the platform, which has it
+    await store.close()
+
+
+async def test_only_the_planning_replica_releases_held_alerts(tmp_path: Path) -> None:
+    raw = FencedStore(tmp_path / "state.json")
+    store, claims = AsyncStore(raw), Claims("alerts")
+    outbox = Outbox(store, {"fake": FakeTransport()}, FixedClock(NOW), claims=claims)
+    [row] = outbox.rows_for([alert(1, "alerts")])
+    held = Delivery(row.key, row.seq, row.alert, row.channel, row.transport, "held")
+    await store.commit(Changes(enqueue=[held]))
+    assert await outbox.release_held() is None
+    assert [r.state for r in await store.deliveries(("held",))] == ["held"]
+    claims.planner = {"job:planner": 7}
+    raw.fences.clear()
+    await outbox.release_held()
+    assert await store.deliveries(("held",)) == []
+    assert raw.fences == [{"job:planner": 7}]
     await store.close()

@@ -398,6 +398,19 @@ def test_outbox_order_states_and_a_key_enqueued_twice(backend: Backend) -> None:
     assert (sent.alert.text, sent.alert.body, sent.alert.event_start) == ("", (), None)
 
 
+def test_one_key_enqueued_twice_in_one_commit_makes_one_row(backend: Backend) -> None:
+    """The first is kept, as when a key already stored is enqueued again: one message goes
+    out, and marking it sent leaves nothing pending."""
+    store = backend.store()
+    first = row(store, 1)
+    store.commit(Changes(enqueue=[first, replace(first, seq=store.next_seq(), attempts=4)]))
+    assert store.deliveries() == [first]
+    store.commit(Changes(deliveries=[DeliveryUpdate(first.key, "sent", NOW)]))
+    store = backend.reopen(store)
+    assert store.deliveries() == []
+    assert len(store.deliveries(("sent",))) == 1
+
+
 def test_sent_and_grouped_rows_are_pruned_after_30_days(backend: Backend) -> None:
     store = backend.store()
     old, grouped, recent, waiting = (row(store, n) for n in range(4))

@@ -28,9 +28,29 @@ def test_the_secrets_of_a_url_come_longest_first_as_written_and_decoded() -> Non
     url = "postgresql://bot:p%40ss@db/t?password=x%21%21&sslpassword="
     assert secrets_in(url) == ["x%21%21", "p%40ss", "p@ss", "x!!"]
     assert secrets_in("postgresql://bot@db/t") == []
-    assert secrets_in("postgresql://bot:pw@[::1/t") == []  # not a URL urlsplit reads
+    assert secrets_in("postgresql://bot:pw@[::1/t") == ["pw"]  # even a URL urlsplit cannot read
     text = f"connection to {url} failed: password x!! refused"
     assert scrub(text, url) == (
         "connection to postgresql://bot:***@db/t?password=***&sslpassword= failed: "
         "password *** refused"
     )
+
+
+@pytest.mark.parametrize(
+    ("url", "shown", "secret"),
+    [
+        # libpq reads the user part up to the "@": a password may hold "#", "?" and ":" as is
+        ("postgresql://bot:s3cr3t#1@db/t", "postgresql://bot:***@db/t", "s3cr3t#1"),
+        ("postgresql://bot:a?b:c@db:5432/t?ssl=1", "postgresql://bot:***@db:5432/t?ssl=1", "a?b:c"),
+        ("postgres://bot:x&y=z#@h/t", "postgres://bot:***@h/t", "x&y=z#"),
+        # a raw "@" in it: masked whole, whichever "@" ends it
+        ("postgresql://bot:p@ss@db/t", "postgresql://bot:***@db/t", "p@ss"),
+    ],
+)  # fmt: skip
+def test_a_password_with_url_delimiters_in_it_is_never_shown(
+    url: str, shown: str, secret: str
+) -> None:
+    assert masked(url) == shown
+    assert secret in secrets_in(url)
+    said = scrub(f"connection to {url} failed: password {secret} refused", url)
+    assert secret not in said
