@@ -946,7 +946,7 @@ class App:
         for feed in wanted.values():
             if feed.id in self._pollers:
                 continue
-            spread = 5.0 if first_run else 1.0
+            spread = 5.0 if first_run else 0.5  # a reload, or shards taken over: soon
             first = random.uniform(0, min(spread, feed.every.total_seconds()))
             task = self.supervisor.spawn(
                 f"poll:{feed.id}",

@@ -1,16 +1,17 @@
-"""Three `treaty-bot run` replicas on one PostgreSQL database, SIGKILLed and restarted at
-random: every item is posted exactly once.
+"""Replicas: several `treaty-bot run` on one PostgreSQL database, SIGKILLed and restarted at
+random, post every item exactly once: on the console, on the loopback Slack stand-in and on a
+real Synapse. And a replica cut off from the database stops before its leases expire.
 
-The console transport is the channel: the union of the replicas' standard outputs. The feeds
-grow on every request (``tests.crashfeeds``); the replicas share them out by shard leases
-(``replicas.lease`` is 3 s here, so that leases move often within the test's bounded time).
+The feeds grow on every request (``tests.crashfeeds``); the replicas share them out by shard
+leases (``replicas.lease`` is 3 s here, so that leases move often within the tests' bounded
+time). On the console, the channel is the union of the replicas' standard outputs.
 
-Some kills are aimed: the test stops reading one replica's output (its pipe holds one page),
-so the replica blocks in the middle of printing, with rows marked "sending" in the database;
-the test waits until the database shows such rows written by that process, and kills it
-then. Its channels go to another replica, which must check the rows it finds in "sending"
-(through the journal the replicas share on this machine) before printing them again. The
-test requires that at least one kill landed that way.
+Some kills are aimed at a replica that holds rows in "sending", so that the channel's next
+holder must check those rows with the platform before posting them again; each test requires
+that such a kill landed. On the console the test stops reading every replica's output (a pipe
+holds one page), so whichever prints next blocks in the middle of printing, and the test
+kills it once the database shows rows in "sending" written by it. On Slack the stand-in holds
+the answer to a post it has made; on Matrix the proxy in front of Synapse holds a send.
 """
 
 from __future__ import annotations
@@ -36,12 +37,14 @@ from tests.crashfeeds import (
     titles_in,
     write_config,
 )
+from tests.integration.synapse import Synapse, synapse  # noqa: F401 - the fixture
 from tests.pgproxy import PostgresProxy
 from tests.postgres import PostgresServer
+from tests.test_crash_transports import SlowSends, room_messages
 
 FEEDS = 8
 REPLICAS = 3
-KILLS = 10
+KILLS = 6
 SEED = 20261203
 #: A plain kill lands this many seconds after the previous one.
 KILL_EVERY = (1.0, 4.0)
@@ -128,23 +131,6 @@ def sending_rows(postgres: PostgresServer, url: str, pid: int) -> int:
     return count
 
 
-def printing(postgres: PostgresServer, url: str, replicas: list[Replica]) -> int | None:
-    """The replica that holds the channel's lease, once one does."""
-    deadline = time.monotonic() + WAIT
-    while time.monotonic() < deadline:
-        holders = postgres.execute(
-            url,
-            "SELECT split_part(holder, ':', 2) FROM treaty_bot.leases"
-            " WHERE name LIKE 'out:console:%' AND expires_at > now()",
-        )
-        pids = {int(str(pid)) for (pid,) in holders}
-        for n, replica in enumerate(replicas):
-            if replica.proc.pid in pids:
-                return n
-        time.sleep(0.1)  # polling the database, under the deadline above
-    return None
-
-
 def test_replicas_post_every_item_once_across_sigkills(
     tmp_path: Path, postgres: PostgresServer, postgres_url: str
 ) -> None:
@@ -161,35 +147,40 @@ def test_replicas_post_every_item_once_across_sigkills(
         # the first poll of each feed only remembers what exists (see tests/test_crash.py)
         printed += items_printed(once_logged(config, env, log))
         replicas = [Replica(config, env, log) for _ in range(REPLICAS)]
-        aimed = stalls = 0
+        aimed = 0
         try:
             for n in range(KILLS):
-                stalled: int | None = None
-                if n % 2:  # aimed: the replica that prints stops being read
-                    stalled = printing(postgres, postgres_url, replicas)
-                    if stalled is not None:
-                        replicas[stalled].stall()
-                # a plain kill, anywhere in what a replica does; its shards move, their new
-                # holders poll them, and what they find is printed by the channel's holder
-                victim = rng.choice([i for i in range(REPLICAS) if i != stalled])
+                aimed_now = n % 2 == 1
+                if aimed_now:  # no replica's output is read: whichever prints next blocks
+                    for replica in replicas:
+                        replica.stall()
+                # a plain kill, anywhere in what a replica does; its shards move, and their
+                # new holders poll them and queue what they find
+                victim = rng.randrange(REPLICAS)
                 time.sleep(rng.uniform(*KILL_EVERY))  # fault injection
                 assert replicas[victim].proc.poll() is None, "a replica exited by itself"
                 printed += items_printed(replicas[victim].end())
                 replicas[victim] = Replica(config, env, log)
-                if stalled is None:
+                if not aimed_now:
                     continue
-                replica = replicas[stalled]
-                stalls += 1
+                replicas[victim].stall()
                 deadline = time.monotonic() + WAIT
-                while sending_rows(postgres, postgres_url, replica.proc.pid) == 0:
-                    assert replica.proc.poll() is None, "a replica exited by itself"
-                    if time.monotonic() > deadline:
-                        break
+                blocked: int | None = None
+                while blocked is None and time.monotonic() < deadline:
+                    for i, replica in enumerate(replicas):
+                        assert replica.proc.poll() is None, "a replica exited by itself"
+                        pid = replica.proc.pid
+                        if sending_rows(postgres, postgres_url, pid):
+                            time.sleep(0.3)  # still so a moment later: blocked mid-print
+                            if sending_rows(postgres, postgres_url, pid):
+                                blocked = i
                     time.sleep(0.1)  # polling the database, under the deadline above
-                else:
+                if blocked is not None:
                     aimed += 1
-                printed += items_printed(replica.end())
-                replicas[stalled] = Replica(config, env, log)
+                    printed += items_printed(replicas[blocked].end())
+                    replicas[blocked] = Replica(config, env, log)
+                for replica in replicas:
+                    replica.reading.set()
             time.sleep(rng.uniform(*KILL_EVERY))
             for replica in replicas:  # a clean stop hands the leases over at once
                 printed += items_printed(replica.end(signal.SIGTERM))
@@ -318,3 +309,193 @@ def test_a_replica_cut_off_from_the_database_stops_before_its_lease_expires(
         for _ in range(2):
             printed += items_printed(once_logged(config, env_b, log_b))
     assert_exactly_once(printed, state.snapshot(), minimum=FEEDS * 2)
+
+
+def test_slack_replicas_post_every_item_once_across_sigkills(
+    tmp_path: Path, postgres: PostgresServer, postgres_url: str
+) -> None:
+    """The same with the loopback Slack stand-in: three replicas connected over Socket Mode,
+    one channel per feed (Slack paces posts to a channel, one a second), random SIGKILLs; and
+    one kill aimed at the replica that holds a channel while Slack holds the answer to a post
+    it has made, so that its row is left in "sending" and must be looked up
+    (``conversations.history``) by the channel's next holder rather than posted again."""
+    from tests.integration.slack_standin import APP_TOKEN, BOT_TOKEN, SlackStandIn
+
+    rng = random.Random(SEED + 2)
+    channels = tuple(f"news-{i}" for i in range(4))
+    slack_ids = {name: f"C0{name.upper().replace('-', '')}" for name in channels}
+    with (
+        growing_feeds(count=4, per_request=3) as (state, base),
+        SlackStandIn() as slack,
+        (tmp_path / "replicas.log").open("ab") as log,
+    ):
+        for name, channel_id in slack_ids.items():
+            slack.add_channel(channel_id, name)
+        config = write_config(
+            tmp_path / "cfg",
+            storage=tmp_path / "data" / "state.json",
+            base=base,
+            count=4,
+            channels={name: {"slack": channel_id} for name, channel_id in slack_ids.items()},
+            feed_channels=channels,
+        )
+        with (config / "bot.yaml").open("a") as bot_yaml:
+            bot_yaml.write("replicas: {shards: 8, lease: 3s}\n")
+        env = bot_env(
+            SLACK_BOT_TOKEN=BOT_TOKEN,
+            SLACK_APP_TOKEN=APP_TOKEN,
+            SLACK_API_URL=slack.api_url,
+            TREATY_BOT_DATABASE_URL=postgres_url,
+        )
+        once_logged(config, env, log)  # each feed's first poll only remembers
+        replicas = [Replica(config, env, log) for _ in range(REPLICAS)]
+        try:
+            for _ in range(KILLS):
+                time.sleep(rng.uniform(*KILL_EVERY))  # fault injection: anywhere
+                victim = rng.randrange(REPLICAS)
+                assert replicas[victim].proc.poll() is None, "a replica exited by itself"
+                replicas[victim].end()
+                replicas[victim] = Replica(config, env, log)
+            # aimed: Slack takes the next post and holds its answer; its sender is killed
+            held = slack.inject("chat.postMessage", hold_after=True)
+            slack.sync(slack.wait_until(lambda: held.waiting > 0, "a post held"))
+            [channel_id] = [
+                c.params.get("channel")
+                for c in slack.calls_to("chat.postMessage")
+                if c.status is None and c.error is None
+            ]
+            name = next(n for n, i in slack_ids.items() if i == channel_id)
+            [(holder,)] = postgres.execute(
+                postgres_url,
+                "SELECT split_part(holder, ':', 2) FROM treaty_bot.leases"
+                f" WHERE name = 'out:slack:{name}'",
+            )
+            victim = next(i for i, r in enumerate(replicas) if str(r.proc.pid) == str(holder))
+            replicas[victim].end()
+            held.release()
+            replicas[victim] = Replica(config, env, log)
+            time.sleep(rng.uniform(*KILL_EVERY))
+            for replica in replicas:
+                replica.end(signal.SIGTERM)
+        finally:
+            for replica in replicas:
+                if replica.proc.poll() is None:
+                    replica.proc.kill()
+                    replica.proc.wait()
+        for _ in range(2):
+            once_logged(config, env, log)
+
+        def answered() -> bool:
+            return all(
+                c.status is not None or c.error is not None
+                for c in slack.calls_to("chat.postMessage")
+            )
+
+        slack.sync(slack.wait_until(answered, "an answer to every chat.postMessage"))
+        posted = [
+            title
+            for channel_id in slack_ids.values()
+            for message in slack.messages(channel_id)
+            for title in titles_in(message.text)
+        ]
+        checks = len(slack.calls_to("conversations.history"))
+    assert_exactly_once(posted, state.snapshot(), minimum=4 * 3)
+    assert checks > 0, "the row left in sending was not looked up"
+
+
+def test_matrix_replicas_post_every_item_once_across_sigkills(
+    tmp_path: Path,
+    postgres: PostgresServer,
+    postgres_url: str,
+    synapse: Synapse,  # noqa: F811
+) -> None:
+    """The same with a real Synapse: three replicas, each syncing with its own connection and
+    keeping its Matrix state in a directory of its own (one machine each), reach Synapse through
+    a loopback proxy that holds every message send a quarter of a second; random SIGKILLs, and
+    one aimed at the replica whose send the proxy holds. Synapse keeps one event per
+    transaction id, so the bot's own re-check is what must stop a repost: the proxy checks that
+    no alert a room lookup showed was sent again."""
+    rng = random.Random(SEED + 3)
+    bot = synapse.register()
+    member = synapse.register()
+    channels = tuple(f"news-{i}" for i in range(4))
+    rooms = {
+        name: synapse.request(
+            "POST",
+            "/_matrix/client/v3/createRoom",
+            {"preset": "private_chat", "invite": [bot.user_id], "name": name},
+            token=member.access_token,
+        )["room_id"]
+        for name in channels
+    }
+    with (
+        growing_feeds(count=4, per_request=3) as (state, base),
+        SlowSends(synapse.base_url) as hs,
+        (tmp_path / "replicas.log").open("ab") as log,
+    ):
+        env = bot_env(
+            MATRIX_HOMESERVER=hs.url,
+            MATRIX_USER_ID=bot.user_id,
+            MATRIX_ACCESS_TOKEN=bot.access_token,
+            TREATY_BOT_DATABASE_URL=postgres_url,
+        )
+        configs = []
+        for n in range(REPLICAS):  # one machine each: its own data/ directory
+            config = write_config(
+                tmp_path / f"cfg{n}",
+                storage=tmp_path / f"data{n}" / "state.json",
+                base=base,
+                count=4,
+                channels={name: {"matrix": room} for name, room in rooms.items()},
+                feed_channels=channels,
+            )
+            with (config / "bot.yaml").open("a") as bot_yaml:
+                bot_yaml.write("replicas: {shards: 8, lease: 3s}\n")
+            configs.append(config)
+        once_logged(configs[0], env, log)  # joins the rooms; each feed's first poll
+        replicas = [Replica(configs[n], env, log) for n in range(REPLICAS)]
+        try:
+            for _ in range(KILLS):
+                time.sleep(rng.uniform(*KILL_EVERY))  # fault injection: anywhere
+                victim = rng.randrange(REPLICAS)
+                assert replicas[victim].proc.poll() is None, "a replica exited by itself"
+                replicas[victim].end()
+                replicas[victim] = Replica(configs[victim], env, log)
+            # aimed: the proxy holds the next send; the replica delivering that room is killed
+            hs.hold_next_send()
+            wait_until(hs.holding.is_set, "a send is held")
+            holders = postgres.execute(
+                postgres_url,
+                "SELECT split_part(holder, ':', 2) FROM treaty_bot.leases"
+                " WHERE name LIKE 'out:matrix:%' AND expires_at > now()"
+                " AND holder IN (SELECT DISTINCT written_by FROM treaty_bot.outbox"
+                " WHERE state = 'sending')",
+            )
+            pids = {str(pid) for (pid,) in holders}
+            for n, replica in enumerate(replicas):
+                if str(replica.proc.pid) in pids:
+                    replica.end()
+                    replicas[n] = Replica(configs[n], env, log)
+            hs.release()
+            hs.wait_idle()
+            time.sleep(rng.uniform(*KILL_EVERY))
+            for replica in replicas:
+                replica.end(signal.SIGTERM)
+        finally:
+            hs.release()
+            for replica in replicas:
+                if replica.proc.poll() is None:
+                    replica.proc.kill()
+                    replica.proc.wait()
+        for _ in range(2):
+            once_logged(configs[0], env, log)
+        hs.wait_idle()
+    posted: list[str] = []
+    for room_id in rooms.values():
+        for event in room_messages(synapse, room_id, member.access_token):
+            if event.get("type") == "m.room.message" and event.get("sender") == bot.user_id:
+                posted.extend(titles_in(str(event.get("content", {}).get("body", ""))))
+    assert_exactly_once(posted, state.snapshot(), minimum=4 * 3)
+    assert pids, "no replica held a row in sending when its send was held"
+    assert hs.lookups > 0, "the row left in sending was not looked up"
+    assert hs.resent_found == [], f"{len(hs.resent_found)} delivered rows were sent again"
