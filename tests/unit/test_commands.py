@@ -653,16 +653,21 @@ def test_status_lists_the_replicas_sharing_the_database() -> None:
         ReplicaInfo("db-2:77", False, 61.0, (1, 3, 5), ()),
         ReplicaInfo("db-2:12", False, 1800.0, (), (), silent=True),
         ReplicaInfo("db-3:9", False, 3600.0, (), (), stopped=True),
+        ReplicaInfo("db-4:1", False, 120.0, (), ("job:planner", "job:other")),
+        ReplicaInfo("db-4:2", False, 120.4, (6,), ()),
     )
     info = replace(admin_view().status, replicas=replicas, shards=8)  # type: ignore[type-var]
     reply = handle("status", view(is_admin=True, status=info, sources=()), NOW)
     lines = text(reply).splitlines()
-    start = lines.index("Replicas: 2 running, 6 of 8 shards held")
-    assert lines[start + 1 : start + 5] == [
+    start = lines.index("Replicas: 4 running, 7 of 8 shards held")
+    assert lines[start + 1 : start + 7] == [
         "• db-1:41 (this one) · shards 0, 2, 4 · planner · heartbeat 2 s ago",
         "• db-2:77 · shards 1, 3, 5 · heartbeat 61 s ago",
         "• db-2:12 · silent for 30 minutes (dead, or cut off from the database)",
         "• db-3:9 · stopped",
+        # from two minutes on, in minutes (a heartbeat that late is about to go silent)
+        "• db-4:1 · shards none · planner, other · heartbeat 2 minutes ago",
+        "• db-4:2 · shards 6 · heartbeat 2 minutes ago",
     ]
     # on one process (a state file) there is no such section
     assert not any(

@@ -7,6 +7,8 @@ from datetime import UTC, datetime, time, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+import pytest
+
 from bot.clock import FixedClock
 from bot.delivery import Outbox
 from bot.domain import messages as m
@@ -222,3 +224,68 @@ def test_a_moved_event_gets_its_start_reminder_after_its_ladder_grew() -> None:
     later = moved.start + timedelta(minutes=10)
     back = plan_reminders([moved], first_seen, now.state, later, VIENNA, **kw)  # type: ignore[arg-type]
     assert [a.title for a in back.alerts] == ["Session starting now: Ad Hoc Committee"]
+
+
+def test_a_release_of_alerts_of_several_kinds_is_news() -> None:
+    """Held alerts of different kinds (none of them news) come out as one message of kind
+    news: the grouped message is about several things, not one of them."""
+    clause = Alert(
+        "clause-change",
+        AlertId("c1"),
+        (ChannelName("alerts"),),
+        "clauses",
+        "Art. 4",
+        None,
+        "text",
+        NOW,
+    )
+    session = Alert(
+        "session-change",
+        AlertId("s1"),
+        (ChannelName("alerts"),),
+        "sessions",
+        "AHC",
+        None,
+        "text",
+        NOW,
+    )
+    [grouped] = grouped_alerts("quiet", ChannelName("alerts"), [clause, session], NOW, UTC)
+    assert grouped.kind == "news"
+    [alone] = grouped_alerts("quiet", ChannelName("alerts"), [clause, clause], NOW, UTC)
+    assert alone.kind == "clause-change"
+
+
+async def test_a_permanent_failure_is_recorded_under_the_channel_s_lease(tmp_path: Path) -> None:
+    from tests.unit.test_delivery import Claims, FakeTransport, FencedStore
+
+    raw = FencedStore(tmp_path / "state.json")
+    store, fake, claims = AsyncStore(raw), FakeTransport(), Claims("alerts")
+    outbox = Outbox(store, {"fake": fake}, FixedClock(NOW), claims=claims)
+    await queue(store, outbox, alert(1, "alerts"))
+    fake.fail["alerts"] = [DeliveryError("channel_not_found", permanent=True)]
+    raw.fences.clear()
+    report = await outbox.deliver_due()
+    assert report.failed == 1
+    assert raw.fences == [{"out:fake:alerts": 1}, {"out:fake:alerts": 1}]  # sending, failed
+    await store.close()
+
+
+def test_digest_and_quiet_times_are_in_utc_whatever_the_machine_s_zone(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The times a held alert waits until are UTC instants (the store keeps every time in
+    UTC), even on a machine whose own zone is not UTC."""
+    import time as clock
+
+    from bot.domain.holding import next_digest, quiet_end
+
+    monkeypatch.setenv("TZ", "Asia/Tokyo")
+    clock.tzset()
+    try:
+        digest_at = next_digest(DigestRule(time(12, 0), frozenset(range(7)), VIENNA), NOW)
+        ends = quiet_end(QuietRule(time(9, 0), time(11, 0), VIENNA), NOW.replace(hour=8, minute=30))
+        assert digest_at.utcoffset() == timedelta(0) and digest_at.tzinfo == UTC
+        assert ends is not None and ends.utcoffset() == timedelta(0)
+    finally:
+        monkeypatch.delenv("TZ")
+        clock.tzset()

@@ -330,3 +330,17 @@ async def test_when_close_returns_the_store_s_thread_has_ended(tmp_path: Path) -
 )
 def test_only_a_postgresql_url_names_a_database(location: str, database: bool) -> None:
     assert is_database_url(location) is database
+
+
+async def test_any_call_of_the_store_runs_on_its_thread_with_its_arguments(tmp_path: Path) -> None:
+    store = AsyncStore(TinyDBStore(tmp_path / "state.json"))
+    seen: list[tuple[str, tuple[object, ...], dict[str, object]]] = []
+
+    def blocking(*args: object, **kwargs: object) -> str:
+        seen.append((threading.current_thread().name, args, kwargs))
+        return "done"
+
+    assert await store.call(blocking, 1, "two", three=3) == "done"
+    [(thread, args, kwargs)] = seen
+    assert thread.startswith("store") and (args, kwargs) == ((1, "two"), {"three": 3})
+    await store.close()

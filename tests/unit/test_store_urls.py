@@ -54,3 +54,19 @@ def test_a_password_with_url_delimiters_in_it_is_never_shown(
     assert secret in secrets_in(url)
     said = scrub(f"connection to {url} failed: password {secret} refused", url)
     assert secret not in said
+
+
+def test_a_url_ending_at_its_user_part_is_masked() -> None:
+    assert masked("postgresql://bot:pw@") == "postgresql://bot:***@"
+    assert secrets_in("postgresql://bot:pw@") == ["pw"]
+
+
+def test_the_password_is_found_whatever_the_query_holds() -> None:
+    url = "postgresql://bot:pw@db/t?application_name=a://b"
+    assert secrets_in(url) == ["pw"]
+    assert "pw" not in scrub(f"{url} refused pw", url)
+
+
+def test_a_password_with_raw_at_signs_is_found_as_libpq_reads_it_too() -> None:
+    # libpq's user part ends at the first "@": its password is "a"; written whole, "a@b@c"
+    assert secrets_in("postgresql://bot:a@b@c@db/t") == ["a@b@c", "a"]
