@@ -204,6 +204,17 @@ def test_replicas_post_every_item_once_across_sigkills(
     assert kept == [(0,)]  # a replica that stopped cleanly gave its leases back
 
 
+def with_shards(postgres: PostgresServer, url: str, replicas: list[Replica]) -> int:
+    """A replica that holds shards now (once one does)."""
+    deadline = time.monotonic() + WAIT
+    while True:
+        for n, replica in enumerate(replicas):
+            if held_by(postgres, url, replica.proc.pid):
+                return n
+        assert time.monotonic() < deadline, "no replica holds a shard"
+        time.sleep(0.1)  # polling the database, under the deadline above
+
+
 def held_by(
     postgres: PostgresServer, url: str, pid: int, kind: str = "shard:"
 ) -> list[tuple[str, float]]:
@@ -358,6 +369,9 @@ def test_slack_replicas_post_every_item_once_across_sigkills(
                 replicas[victim] = Replica(config, env, log)
             # aimed: Slack takes the next post and holds its answer; its sender is killed
             held = slack.inject("chat.postMessage", hold_after=True)
+            victim = with_shards(postgres, postgres_url, replicas)  # its shards move, and
+            replicas[victim].end()  # their new holders poll them: new items to post
+            replicas[victim] = Replica(config, env, log)
             slack.sync(slack.wait_until(lambda: held.waiting > 0, "a post held"))
             [channel_id] = [
                 c.params.get("channel")
@@ -463,6 +477,9 @@ def test_matrix_replicas_post_every_item_once_across_sigkills(
                 replicas[victim] = Replica(configs[victim], env, log)
             # aimed: the proxy holds the next send; the replica delivering that room is killed
             hs.hold_next_send()
+            victim = with_shards(postgres, postgres_url, replicas)  # its shards move, and
+            replicas[victim].end()  # their new holders poll them: new items to post
+            replicas[victim] = Replica(configs[victim], env, log)
             wait_until(hs.holding.is_set, "a send is held")
             holders = postgres.execute(
                 postgres_url,
@@ -499,3 +516,62 @@ def test_matrix_replicas_post_every_item_once_across_sigkills(
     assert pids, "no replica held a row in sending when its send was held"
     assert hs.lookups > 0, "the row left in sending was not looked up"
     assert hs.resent_found == [], f"{len(hs.resent_found)} delivered rows were sent again"
+
+
+def wait_for_text(path: Path, text: str, proc: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + WAIT
+    while text not in path.read_text(errors="replace"):
+        assert proc.poll() is None, f"the replica exited:\n{path.read_text()[-2000:]}"
+        assert time.monotonic() < deadline, f"no {text!r} in {path.name}"
+        time.sleep(0.05)  # polling a log file, under the deadline above
+
+
+def test_slack_replicas_answer_a_command_once_even_when_it_comes_again_to_another(
+    tmp_path: Path, postgres: PostgresServer, postgres_url: str
+) -> None:
+    """Slack spreads envelopes over the app's connections, and retries one that was not
+    acknowledged in time, maybe on another connection: the command's trigger id is claimed in
+    the database, and only the replica that claimed it first answers."""
+    from tests.integration.slack_standin import APP_TOKEN, BOT_TOKEN, SlackStandIn
+
+    with SlackStandIn() as slack, growing_feeds(count=1) as (_, base):
+        slack.add_channel("C0ALERTS", "alerts")
+        logs = [tmp_path / f"replica-{n}.log" for n in range(2)]
+        config = write_config(
+            tmp_path / "cfg",
+            storage=tmp_path / "data" / "state.json",
+            base=base,
+            count=1,
+            channels={"alerts": {"slack": "C0ALERTS"}},
+        )
+        env = bot_env(
+            SLACK_BOT_TOKEN=BOT_TOKEN,
+            SLACK_APP_TOKEN=APP_TOKEN,
+            SLACK_API_URL=slack.api_url,
+            TREATY_BOT_DATABASE_URL=postgres_url,
+        )
+        replicas: list[subprocess.Popen[bytes]] = []
+        try:
+            for n, path in enumerate(logs):
+                with path.open("ab") as log:
+                    replicas.append(
+                        subprocess.Popen(
+                            bot_command(config, "run"), stdout=log, stderr=log, env=env, cwd=REPO
+                        )
+                    )
+                slack.sync(slack.wait_connected(n + 1))  # socket n is replica n's
+            command = slack.slash_command("help", user="U0ALICE", channel="C0ALERTS")
+            slack.sync(slack.send_command(command, socket=0))
+            slack.sync(slack.wait_response(command.response))
+            slack.sync(slack.send_command(command, retry_attempt=1, socket=1))
+            wait_for_text(logs[1], "command answered by another replica", replicas[1])
+            # and one the second replica gets first is answered by it
+            other = slack.slash_command("help", user="U0BOB", channel="C0ALERTS")
+            slack.sync(slack.send_command(other, socket=1))
+            slack.sync(slack.wait_response(other.response))
+        finally:
+            for proc in replicas:
+                proc.send_signal(signal.SIGTERM)
+                proc.wait(timeout=WAIT)
+        assert len(slack.responses[command.response]) == 1
+        assert len(slack.responses[other.response]) == 1

@@ -590,21 +590,33 @@ class SlackStandIn:
         retry_reason: str | None = None,
         accepts_response_payload: bool = True,
         deadline: float = ACK_DEADLINE,
+        socket: int = -1,
     ) -> Ack:
-        """Push an envelope on the newest socket; return its ack (waits ``deadline`` s)."""
+        """Push an envelope on the newest socket (or the open one at index ``socket``, oldest
+        first: Slack spreads envelopes over an app's connections); return its ack (waits
+        ``deadline`` s)."""
         return await self._on_loop(
             self._send_envelope(
-                kind, dict(payload), retry_attempt, retry_reason, accepts_response_payload, deadline
+                kind,
+                dict(payload),
+                retry_attempt,
+                retry_reason,
+                accepts_response_payload,
+                deadline,
+                socket,
             )
         )
 
-    async def send_command(self, command: SlashCommand, *, retry_attempt: int | None = None) -> Ack:
+    async def send_command(
+        self, command: SlashCommand, *, retry_attempt: int | None = None, socket: int = -1
+    ) -> Ack:
         """Deliver a slash command over Socket Mode; return the ack."""
         return await self.send_envelope(
             "slash_commands",
             command.payload,
             retry_attempt=retry_attempt,
             retry_reason="timeout" if retry_attempt else None,
+            socket=socket,
         )
 
     async def send_disconnect(self, reason: str = "refresh_requested") -> None:
@@ -993,11 +1005,11 @@ class SlackStandIn:
             self.changed()
         return ws
 
-    def _newest_socket(self) -> web.WebSocketResponse:
+    def _newest_socket(self, index: int = -1) -> web.WebSocketResponse:
         open_sockets = [ws for ws in self.sockets if not ws.closed]
         if not open_sockets:
             raise AssertionError("Slack stand-in: no Socket Mode client is connected")
-        return open_sockets[-1]
+        return open_sockets[index]
 
     async def _send_envelope(
         self,
@@ -1007,9 +1019,10 @@ class SlackStandIn:
         retry_reason: str | None,
         accepts_response_payload: bool,
         deadline: float,
+        index: int = -1,
     ) -> Ack:
         await self._until(lambda: any(not ws.closed for ws in self.sockets))
-        socket = self._newest_socket()
+        socket = self._newest_socket(index)
         envelope_id = str(uuid.uuid4())
         envelope: dict[str, Any] = {
             "envelope_id": envelope_id,
