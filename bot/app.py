@@ -907,7 +907,13 @@ class App:
             for name, transport in self.transports.items()
             if (reason := transport.problem()) is not None
         )
-        feeds = self.sources
+        if self.cluster is not None and not self.cluster.valid() and self.cluster.failures:
+            problems.append(
+                f"cannot reach the state database ({self.cluster.failures} heartbeats failed); "
+                "this replica holds no leases"
+            )
+        # with replicas, a replica answers for the sources of the shards it holds
+        feeds = tuple(f for f in self.sources if self._polled_here(f.id))
         if feeds:
             now = self.clock.now()
             window = HEALTH_INTERVALS * min(f.every for f in feeds)

@@ -237,3 +237,39 @@ async def test_replicas_share_a_database_and_once_waits_for_them(
     # the replicas gone, once may write
     async with bot() as alone:
         assert alone.cluster is None
+
+
+async def test_a_replica_answers_for_the_health_of_the_sources_it_holds(
+    config_dir: ConfigFactory, postgres_url: str
+) -> None:
+    """A replica that holds none of the shards with sources is healthy without polling; one
+    that holds them is not when they fail; one that cannot reach the database says so."""
+    from datetime import UTC, datetime, timedelta
+
+    from bot.clock import FixedClock
+
+    directory = config_dir(feeds="feeds:\n  - {id: a, url: 'https://e.org/a', every: 10m}\n")
+    env = {"TREATY_BOT_DATABASE_URL": postgres_url}
+    clock = FixedClock(datetime(2026, 12, 3, 9, 0, tzinfo=UTC))
+
+    def bot() -> App:
+        config = load_config(directory)
+        return App(config, environ=env, transports={"fake": Troubled()}, replica=True, clock=clock)
+
+    async with bot() as first, bot() as second:
+        assert first.cluster is not None and second.cluster is not None
+        for app in (first, second, first, second):  # two heartbeats each: the shards shared
+            await app.cluster.beat()
+            app.supervisor.spawn("idle", app.stop_event.wait())
+        owner, other = (first, second) if first.cluster.owns("a") else (second, first)
+        assert owner.cluster is not None and owner.cluster.owns("a")
+        clock.set(clock.now() + timedelta(minutes=31))
+        assert owner.health_problems() == ["no source polled successfully in the last 3 intervals"]
+        assert other.health_problems() == []
+        assert other.cluster is not None
+        other.cluster.failures = 3  # its heartbeats fail, and its leases ran out
+        other.cluster.held = {}
+        other.cluster._valid_until = 0.0
+        assert other.health_problems() == [
+            "cannot reach the state database (3 heartbeats failed); this replica holds no leases"
+        ]
