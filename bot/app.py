@@ -13,7 +13,6 @@ import functools
 import gc
 import logging
 import os
-import random
 import signal
 import time
 import uuid
@@ -34,6 +33,7 @@ from bot.configuration.models import (
     DepositaryConfig,
     FeedConfig,
     HttpSettings,
+    SourceConfig,
 )
 from bot.delivery import Outbox
 from bot.domain import messages
@@ -75,6 +75,7 @@ from bot.errors import (
 from bot.metrics import Metrics
 from bot.people import FollowBook, person_of
 from bot.platforms import build_transports
+from bot.poller import ROUND_BATCH, Poller
 from bot.polling import (
     PollOutcome,
     feed_rule,
@@ -106,7 +107,6 @@ HEALTH_INTERVALS = 3
 #: How often the event loop's lag is measured (seconds).
 LAG_PROBE = 0.5
 
-SourceConfig = FeedConfig | CalendarConfig | DepositaryConfig
 
 #: How often the configuration files are checked for changes (seconds).
 CONFIG_POLL = 2.0
@@ -115,7 +115,6 @@ CONFIG_POLL = 2.0
 TRANSPORTS_EVERY = timedelta(seconds=30)
 
 #: A round's finished polls are recorded (and, in ``once``, delivered) this often (seconds).
-ROUND_BATCH = 1.0
 
 #: Parser worker processes left idle this long are stopped (started again when needed).
 PARSERS_IDLE = timedelta(minutes=10)
@@ -244,11 +243,7 @@ class App:
         self._reported_problems: dict[str, str | None] = {}
         self.started_at = self.clock.now()
         self._rules = {f.id: feed_rule(f) for f in config.feeds}
-        self._pollers: dict[str, tuple[SourceConfig, asyncio.Task[None]]] = {}
-        self._polling = False
         self.reload_requested = asyncio.Event()
-        self._to_record: list[tuple[PollOutcome, asyncio.Future[None]]] = []
-        self._recorder: asyncio.Task[None] | None = None
         self._config_seen = self._config_signature()
         #: the session weeks of the timeline (the day before each session to its end)
         self._windows: list[Window] = []
@@ -260,7 +255,17 @@ class App:
             self.push,
             _public_url(config, self.environ),
         )
-        self._feed_locks: dict[str, asyncio.Lock] = {}
+        #: one polling task per source polled here, and the batched record of their polls
+        self.poller = Poller(
+            self.supervisor,
+            self.stop_event,
+            sources=lambda: self.sources,
+            held_here=self._polled_here,
+            poll=self.poll,
+            record=self.record,
+            next_delay=self._next_poll,
+            on_alerts=self.delivery_kick.set,
+        )
 
     # -- life cycle -------------------------------------------------------------------------
 
@@ -340,10 +345,7 @@ class App:
 
     async def _close(self) -> None:
         await self.supervisor.stop()
-        if self._recorder is not None:  # polls not recorded yet are repeated at the next start
-            self._recorder.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._recorder
+        await self.poller.close()
         await self._stop_transports()
         self.console.close()
         if self.fetcher is not None:
@@ -875,7 +877,7 @@ class App:
                 first_delay=PARSERS_IDLE.total_seconds(),
             ),
         )
-        self._sync_pollers(first_run=True)
+        self.poller.sync(first_run=True)
         self.supervisor.spawn("config-watch", self._watch_config())
         await outbox.retry_failed()
         self.delivery_kick.set()  # deliver what an earlier run left in the outbox
@@ -940,38 +942,13 @@ class App:
 
     # -- configuration changes while running ------------------------------------------------
 
-    def _sync_pollers(self, *, first_run: bool = False) -> None:
-        """One polling task per configured feed: start new ones, stop removed or changed ones.
-        With replicas, only the sources of the shards this replica holds are polled."""
-        self._polling = True
-        wanted = {f.id: f for f in self.sources if self._polled_here(f.id)}
-        for feed_id, (feed, task) in list(self._pollers.items()):
-            if wanted.get(feed_id) != feed:
-                task.cancel()
-                del self._pollers[feed_id]
-        for feed in wanted.values():
-            if feed.id in self._pollers:
-                continue
-            spread = 5.0 if first_run else 0.5  # a reload, or shards taken over: soon
-            first = random.uniform(0, min(spread, feed.every.total_seconds()))
-            task = self.supervisor.spawn(
-                f"poll:{feed.id}",
-                periodic(
-                    f"poll:{feed.id}",
-                    self.stop_event,
-                    functools.partial(self._poll_job, feed),
-                    first_delay=first,
-                ),
-            )
-            self._pollers[feed.id] = (feed, task)
-
     def _polled_here(self, source_id: str) -> bool:
         return self.cluster is None or self.cluster.owns(source_id)
 
     def _leases_changed(self) -> None:
         """Shards taken or lost: start or stop their pollers (once polling has started)."""
-        if self._polling and not self.stop_event.is_set():
-            self._sync_pollers()
+        if self.poller.started:
+            self.poller.sync()
         self.delivery_kick.set()
 
     async def reload(self) -> list[Problem]:
@@ -998,8 +975,8 @@ class App:
             remap = getattr(transport, "set_channels", None)
             if callable(remap):
                 remap(config.bot.channels)
-        if self.stop_event.is_set() is False and self._polling:
-            self._sync_pollers()
+        if self.poller.started:
+            self.poller.sync()
         new_feeds = {f.id for f in self.sources}
         self.websub.public_url = _public_url(config, self.environ)
         self.websub.removed(old_feeds - new_feeds)  # unsubscribed at their hubs
@@ -1092,23 +1069,9 @@ class App:
             else:
                 pending = current
 
-    def _feed_lock(self, feed_id: str) -> asyncio.Lock:
-        return self._feed_locks.setdefault(feed_id, asyncio.Lock())
-
-    async def _poll_job(self, feed: SourceConfig) -> timedelta:
-        async with self._feed_lock(feed.id):  # a push of this feed waits for the record
-            outcome = await self.poll(feed)
-            recorded: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-            self._to_record.append((outcome, recorded))
-            if self._recorder is None or self._recorder.done():
-                self._recorder = asyncio.create_task(self._record_soon(), name="recorder")
-            try:
-                await recorded
-            except Exception:
-                log.exception(
-                    "could not record a poll; it is repeated next time source=%s", feed.id
-                )
-                return timedelta(minutes=1)
+    def _next_poll(self, feed: SourceConfig, outcome: PollOutcome) -> timedelta:
+        """When to poll ``feed`` again after ``outcome`` (its schedule, the server's wishes, a
+        failing source's backoff, WebSub); noted in its status for ``feeds``."""
         health = outcome.record.health
         now = self.clock.now()
         status = self.status.setdefault(feed.id, SourceStatus())
@@ -1139,7 +1102,7 @@ class App:
         if feed is None:
             return None
         store = self._require()[0]
-        async with self._feed_lock(feed_id), self._active:
+        async with self.poller.lock(feed_id), self._active:
             now = self.clock.now()
             try:
                 record = await store.source(feed_id)
@@ -1172,25 +1135,6 @@ class App:
         if alerts:
             self.delivery_kick.set()
         return outcome
-
-    async def _record_soon(self) -> None:
-        """Commits the polls that finished, together, at most every ``ROUND_BATCH`` seconds:
-        a thousand feeds polled each minute make one write a second, not seventeen."""
-        while self._to_record:
-            await asyncio.sleep(ROUND_BATCH)  # batching window: the polls finishing meanwhile
-            batch, self._to_record = self._to_record, []
-            try:
-                alerts = await self.record([outcome for outcome, _ in batch])
-            except Exception as err:
-                for _, recorded in batch:
-                    if not recorded.done():
-                        recorded.set_exception(err)
-                continue
-            for _, recorded in batch:
-                if not recorded.done():
-                    recorded.set_result(None)
-            if alerts:
-                self.delivery_kick.set()
 
     async def _parsers_job(self) -> timedelta:
         """Between negotiation weeks most polls are 304s: parser workers idle that long go."""

@@ -766,3 +766,7 @@ def resolve_feeds(feeds: FeedsFile) -> tuple[FeedConfig, ...]:
             )
         )
     return tuple(out)
+
+
+#: Any source the bot polls: a feed, a session calendar, the depositary's record.
+SourceConfig = FeedConfig | CalendarConfig | DepositaryConfig

@@ -108,7 +108,7 @@ async def test_a_poll_that_cannot_be_written_is_repeated_and_alerts_once(
 
         disk.full = True
         with caplog.at_level(logging.ERROR, logger="bot.app"):
-            await app._poll_job(feed)  # the scheduler's job: it must not raise
+            await app.poller.job(feed)  # the scheduler's job: it must not raise
         assert disk.refused >= 1
         assert "could not record a poll" in caplog.text
         assert state.read_bytes() == on_disk  # the previous state, whole
@@ -116,9 +116,9 @@ async def test_a_poll_that_cannot_be_written_is_repeated_and_alerts_once(
         assert platform.posted == []  # nothing queued that is not on disk
 
         disk.full = False
-        await app._poll_job(feed)  # the next turn of the job
+        await app.poller.job(feed)  # the next turn of the job
         await app.outbox.deliver_due()
-        await app._poll_job(feed)
+        await app.poller.job(feed)
         await app.outbox.deliver_due()
 
     assert [title for _, title in platform.posted] == ["Cybercrime protocol adopted"]

@@ -41,7 +41,7 @@ async def test_the_poll_job_stretches_quiet_feeds_and_heeds_the_server(
     clock = FixedClock(NOW)
     async with App(load_config(directory), clock=clock, stream=io.StringIO()) as app:
         quiet, cached = app.config.feeds
-        delays = [await app._poll_job(quiet) for _ in range(5)]  # a new body, then 304s
+        delays = [await app.poller.job(quiet) for _ in range(5)]  # a new body, then 304s
         assert delays == [
             timedelta(minutes=30),
             timedelta(minutes=45),
@@ -49,6 +49,6 @@ async def test_the_poll_job_stretches_quiet_feeds_and_heeds_the_server(
             timedelta(minutes=101.25),
             timedelta(hours=2),
         ]
-        assert await app._poll_job(cached) == timedelta(hours=2)  # max-age above the floor
+        assert await app.poller.job(cached) == timedelta(hours=2)  # max-age above the floor
         answer = render_plain((await app.ask("feeds")).body)
         assert "every 30 minutes, next in 2 hours, adaptive (now every 2 hours)" in answer

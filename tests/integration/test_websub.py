@@ -76,7 +76,7 @@ class Rig:
         self.app.websub.public_url = url
 
     async def subscribe(self) -> None:
-        await self.app._poll_job(self.feed)
+        await self.app.poller.job(self.feed)
         await self.app.websub.run_due()
         await self.hub.wait_until(lambda: self.hub.subscribed(self.topic) is not None)
 
@@ -157,7 +157,7 @@ async def test_a_pushed_item_is_posted_once_and_not_again_by_poll_or_replay(
 
     assert await rig.hub.publish(rig.topic, body) == [202]  # a replay posts nothing
     rig.server.serve(PATH, body)
-    delay = await rig.app._poll_job(rig.feed)  # nor does the next poll
+    delay = await rig.app.poller.job(rig.feed)  # nor does the next poll
     assert await rig.deliver() == ["Cybercrime update b"]
     assert delay == rig.feed.ceiling  # pushed: polled only as a safety net
 
@@ -244,12 +244,12 @@ async def test_a_lease_near_its_end_and_an_expired_one_are_renewed(rig: Rig) -> 
 
 async def test_a_hub_that_is_down_is_retried_while_polling_goes_on(rig: Rig) -> None:
     rig.hub.refuse = 503
-    await rig.app._poll_job(rig.feed)
+    await rig.app.poller.job(rig.feed)
     await rig.app.websub.run_due()
     assert len(rig.hub.requests) == 1
     assert not rig.app.websub.pushed("unodc")
     rig.server.serve(PATH, rig.body("a", "polled"))
-    delay = await rig.app._poll_job(rig.feed)
+    delay = await rig.app.poller.job(rig.feed)
     assert delay < rig.feed.ceiling  # polled as usual
     assert await rig.deliver() == ["Cybercrime update polled"]
 
