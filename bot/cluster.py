@@ -17,7 +17,7 @@ another replica.
 What a lease covers:
 
 - ``shard:N``: polling the sources whose ``shard_key`` falls in shard N, and recording what
-  those polls found (the poller, in ``App``).
+  those polls found (``poller.py``).
 - ``job:planner``: sessions, clauses, computed dates, reminders and releasing held alerts
   (quiet hours, digests).
 - ``out:TRANSPORT:CHANNEL``: delivering one channel's rows, in order (taken by the outbox for

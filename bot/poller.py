@@ -1,12 +1,12 @@
-"""The poller: one polling task per source this process polls, and the batched record of what
-the polls found.
+"""The poller: one polling task per source this process polls, each poll of a source, and the
+batched record of what the polls found.
 
 With replicas on a shared database a process polls only the sources of the shards it holds
-(``held_here``); ``sync`` starts and stops the tasks when the configuration or the leases
-change. A poll's outcome is recorded with the others that finish within ``ROUND_BATCH``, in
-one commit: a thousand feeds polled each minute make one write a second, not seventeen. A
-feed's lock is held from its poll to its record, and a WebSub push of that feed takes it too,
-so a poll and a push of one feed are planned one after the other.
+(``Context.polled_here``); ``sync`` starts and stops the tasks when the configuration or the
+leases change. A poll's outcome is recorded with the others that finish within
+``ROUND_BATCH``, in one commit: a thousand feeds polled each minute make one write a second,
+not seventeen. A feed's lock is held from its poll to its record, and a WebSub push of that
+feed takes it too, so a poll and a push of one feed are planned one after the other.
 """
 
 from __future__ import annotations
@@ -17,12 +17,30 @@ import functools
 import logging
 import random
 from collections.abc import Awaitable, Callable, Sequence
-from datetime import timedelta
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 
-from bot.configuration.models import SourceConfig
-from bot.domain.model import Alert
-from bot.polling import PollOutcome
+from bot.configuration.models import (
+    CalendarConfig,
+    DepositaryConfig,
+    FeedConfig,
+    SourceConfig,
+)
+from bot.context import Context, file_of
+from bot.domain.model import Alert, SourceRecord
+from bot.domain.schedule import Schedule, next_poll
+from bot.errors import LeaseLost, StoreError
+from bot.polling import (
+    PollOutcome,
+    feed_rule,
+    poll_calendar,
+    poll_depositary,
+    poll_feed,
+    push_feed,
+)
 from bot.scheduler import Supervisor, periodic
+from bot.store.base import Changes
+from bot.websub import WebSubSubscriber
 
 log = logging.getLogger(__name__)
 
@@ -36,33 +54,45 @@ LATER_SPREAD = 0.5
 RETRY_RECORD = timedelta(minutes=1)
 
 
+@dataclass(frozen=True, slots=True)
+class RoundReport:
+    polled: int
+    failed: int
+    alerts: tuple[Alert, ...]
+    outcomes: tuple[PollOutcome, ...]
+
+
+def schedule_of(source: SourceConfig) -> Schedule:
+    """Feeds adapt between every and every_max (and follow the sessions if they say so);
+    calendars and the depositary keep their interval."""
+    if isinstance(source, FeedConfig):
+        return Schedule(source.every, source.ceiling, source.during_sessions)
+    return Schedule(source.every, source.every)
+
+
 class Poller:
-    def __init__(
-        self,
-        supervisor: Supervisor,
-        stop: asyncio.Event,
-        *,
-        sources: Callable[[], Sequence[SourceConfig]],
-        held_here: Callable[[str], bool],
-        poll: Callable[[SourceConfig], Awaitable[PollOutcome]],
-        record: Callable[[Sequence[PollOutcome]], Awaitable[list[Alert]]],
-        next_delay: Callable[[SourceConfig, PollOutcome], timedelta],
-        on_alerts: Callable[[], object],
-    ) -> None:
+    def __init__(self, ctx: Context, supervisor: Supervisor, websub: WebSubSubscriber) -> None:
+        self.ctx = ctx
         self.supervisor = supervisor
-        self.stop = stop
-        self._sources = sources
-        self._held_here = held_here
-        self._poll = poll
-        self._record = record
-        self._next_delay = next_delay
-        self._on_alerts = on_alerts
+        self.websub = websub
+        # at most ``fetch.max_in_flight`` polls fetch, and a few more wait for a parser, at any
+        # time: when parsing is slower than fetching, bodies do not pile up in memory
+        self._active = asyncio.Semaphore(
+            ctx.config.bot.fetch.max_in_flight + 8 * max(1, ctx.parsers.workers)
+        )
+        self._rules = {f.id: feed_rule(f) for f in ctx.config.feeds}
         self._tasks: dict[str, tuple[SourceConfig, asyncio.Task[None]]] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         self._to_record: list[tuple[PollOutcome, asyncio.Future[None]]] = []
         self._recorder: asyncio.Task[None] | None = None
         #: whether polling has started (``sync`` was called once)
         self.started = False
+
+    def configure(self) -> None:
+        """The configuration changed (``ctx.config``): new feed rules, and the tasks follow."""
+        self._rules = {f.id: feed_rule(f) for f in self.ctx.config.feeds}
+        if self.started:
+            self.sync()
 
     @property
     def polled(self) -> tuple[str, ...]:
@@ -72,13 +102,15 @@ class Poller:
     def lock(self, source_id: str) -> asyncio.Lock:
         return self._locks.setdefault(source_id, asyncio.Lock())
 
+    # -- the tasks --------------------------------------------------------------------------
+
     def sync(self, *, first_run: bool = False) -> None:
         """One polling task per source polled here: start new ones, stop removed or changed
         ones (and those of shards this process no longer holds)."""
         self.started = True
-        if self.stop.is_set():
+        if self.ctx.stop_event.is_set():
             return
-        wanted = {f.id: f for f in self._sources() if self._held_here(f.id)}
+        wanted = {f.id: f for f in self.ctx.sources if self.ctx.polled_here(f.id)}
         for source_id, (source, task) in list(self._tasks.items()):
             if wanted.get(source_id) != source:
                 task.cancel()
@@ -92,7 +124,7 @@ class Poller:
                 f"poll:{source.id}",
                 periodic(
                     f"poll:{source.id}",
-                    self.stop,
+                    self.ctx.stop_event,
                     functools.partial(self.job, source),
                     first_delay=first,
                 ),
@@ -103,7 +135,7 @@ class Poller:
         """One turn of a source's task: poll it, wait for the record, and say when to poll
         next."""
         async with self.lock(source.id):  # a push of this feed waits for the record
-            outcome = await self._poll(source)
+            outcome = await self.poll(source)
             recorded: asyncio.Future[None] = asyncio.get_running_loop().create_future()
             self._to_record.append((outcome, recorded))
             if self._recorder is None or self._recorder.done():
@@ -115,7 +147,7 @@ class Poller:
                     "could not record a poll; it is repeated next time source=%s", source.id
                 )
                 return RETRY_RECORD
-        return self._next_delay(source, outcome)
+        return self.next_delay(source, outcome)
 
     async def _record_soon(self) -> None:
         """Commit the polls that finished, together, at most every ``ROUND_BATCH`` seconds."""
@@ -123,7 +155,7 @@ class Poller:
             await asyncio.sleep(ROUND_BATCH)  # batching window: the polls finishing meanwhile
             batch, self._to_record = self._to_record, []
             try:
-                alerts = await self._record([outcome for outcome, _ in batch])
+                alerts = await self.record([outcome for outcome, _ in batch])
             except Exception as err:
                 for _, recorded in batch:
                     if not recorded.done():
@@ -133,7 +165,7 @@ class Poller:
                 if not recorded.done():
                     recorded.set_result(None)
             if alerts:
-                self._on_alerts()
+                self.ctx.delivery_kick.set()
 
     async def close(self) -> None:
         """Polls not recorded yet are repeated at the next start."""
@@ -141,3 +173,232 @@ class Poller:
             self._recorder.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._recorder
+
+    # -- one poll ---------------------------------------------------------------------------
+
+    async def poll(self, source: SourceConfig, *, now: datetime | None = None) -> PollOutcome:
+        """Poll one feed, calendar or the depositary; the outcome is a value, recorded by
+        ``record``. Never raises: a source that cannot be polled gives a skipped outcome, and
+        the other sources keep their round."""
+        async with self._active:
+            try:
+                return await self._poll(source, now=now)
+            except StoreError as err:  # this source's part of the state cannot be read
+                log.error("source not polled source=%s error=%s", source.id, err)
+                reason = str(err)
+            except Exception as err:  # a flaw of ours on this source's input
+                log.exception("source not polled source=%s", source.id)
+                reason = f"internal error: {type(err).__name__}"
+        return PollOutcome(source.id, SourceRecord(source.id), (), (), False, "skipped", reason)
+
+    async def _poll(self, source: SourceConfig, *, now: datetime | None) -> PollOutcome:
+        ctx = self.ctx
+        config, store, fetcher = ctx.config, ctx.store, ctx.fetcher
+        now = now or ctx.clock.now()
+        record = await store.source(source.id)
+        if isinstance(source, DepositaryConfig):
+            outcome = await poll_depositary(
+                fetcher,
+                source,
+                record,
+                await store.treaty_snapshot(),
+                now,
+                config.ops_channels,
+                rule=config.entry_into_force(),
+                source=config.treaty_source(),
+                parsers=ctx.parsers,
+            )
+        elif isinstance(source, CalendarConfig):
+            outcome = await poll_calendar(
+                fetcher,
+                source,
+                record,
+                await store.snapshot(source.id),
+                now,
+                config.tz,
+                config.ops_channels,
+                parsers=ctx.parsers,
+            )
+        else:
+            outcome = await poll_feed(
+                fetcher,
+                source,
+                record,
+                now,
+                config.tz,
+                config.ops_channels,
+                rule=self._rules.get(source.id),
+                parsers=ctx.parsers,
+                discover=self.websub.needs_discovery(source.id),
+            )
+            if outcome.hub_checked:
+                self.websub.discovered(source.id, outcome.hub)
+        self._note(source, outcome, now)
+        return outcome
+
+    def _note(self, source: SourceConfig, outcome: PollOutcome, now: datetime) -> None:
+        """What ``feeds``, ``/metrics`` and the logs show of a poll."""
+        status = self.ctx.status_of(source.id)
+        status.last_poll = now
+        status.last_outcome = outcome.outcome
+        moved = self.ctx.fetcher.moved.get(source.url)
+        if moved is not None and moved != status.moved_to:
+            log.warning(
+                "source moved permanently source=%s url=%s to=%s: update its url in %s",
+                source.id,
+                source.url,
+                moved,
+                file_of(source),
+            )
+        status.moved_to = moved
+        self.ctx.metrics.record_poll(source.id, outcome.outcome, outcome.items)
+        if outcome.outcome == "ok":
+            status.items = outcome.items
+        if outcome.error is None and outcome.outcome != "skipped":
+            status.last_success = now
+        if outcome.error:
+            log.warning(
+                "poll failed source=%s outcome=%s error=%s",
+                source.id,
+                outcome.outcome,
+                outcome.error,
+            )
+        else:
+            log.debug(
+                "polled source=%s outcome=%s alerts=%d",
+                source.id,
+                outcome.outcome,
+                len(outcome.alerts),
+            )
+
+    def next_delay(self, source: SourceConfig, outcome: PollOutcome) -> timedelta:
+        """When to poll ``source`` again after ``outcome`` (its schedule, the server's wishes,
+        a failing source's backoff, WebSub); noted in its status for ``feeds``."""
+        health = outcome.record.health
+        now = self.ctx.clock.now()
+        status = self.ctx.status_of(source.id)
+        plan = next_poll(
+            schedule_of(source),
+            status.interval,
+            changed=outcome.outcome == "ok",
+            failures=health.failures,
+            backoff_cap=self.ctx.config.bot.fetch.backoff_cap,
+            server_wait=outcome.wait,
+            windows=self.ctx.windows,
+            now=now,
+        )
+        delay = plan.delay
+        if health.not_before is not None:
+            delay = max(delay, health.not_before - now)
+        if isinstance(source, FeedConfig) and self.websub.pushed(source.id):
+            delay = max(delay, source.ceiling)  # pushed: polling is only the safety net
+        status.interval, status.mode, status.next_poll = plan.interval, plan.mode, now + delay
+        return delay
+
+    # -- what the polls found ---------------------------------------------------------------
+
+    async def record(self, outcomes: Sequence[PollOutcome]) -> list[Alert]:
+        """Commit what polls learnt and queue their alerts, in one atomic write.
+
+        With replicas, the write is made under the leases of the sources' shards: outcomes of
+        a shard this replica no longer holds are dropped (its new holder polls again), and if
+        the database refuses the write because a lease moved on, the rest is written alone."""
+        cluster = self.ctx.cluster
+        if cluster is None or self.ctx.dry_run:
+            return await self._record(outcomes, {})
+        for _ in range(2):
+            outcomes = [o for o in outcomes if cluster.owns(o.source)]
+            fences = cluster.fences_for(o.source for o in outcomes)
+            if not outcomes or fences is None:
+                return []
+            try:
+                return await self._record(outcomes, fences)
+            except LeaseLost as err:
+                cluster.lost(err.lost)
+        return []
+
+    async def _record(self, outcomes: Sequence[PollOutcome], fences: dict[str, int]) -> list[Alert]:
+        ctx = self.ctx
+        changes = Changes(fences=fences)
+        alerts: list[Alert] = []
+        for o in outcomes:
+            if o.changed:
+                changes.sources.append(o.record)
+            if o.snapshot is not None:
+                changes.snapshots[o.source] = o.snapshot
+            if o.treaty is not None:
+                changes.treaty = o.treaty
+            changes.news.extend(o.news)
+            alerts.extend(o.alerts)
+        changes.enqueue = ctx.outbox.rows_for(alerts)
+        changes.enqueue += ctx.outbox.rows_for_people(alerts, ctx.people.everyone())
+        if not ctx.dry_run:
+            await ctx.store.commit(changes)
+            ctx.count_queued(changes)
+        return alerts
+
+    async def round(
+        self,
+        sources: Sequence[SourceConfig] | None = None,
+        *,
+        after_batch: Callable[[], Awaitable[object]] | None = None,
+    ) -> RoundReport:
+        """Poll every source once, concurrently, recording what is done every ``ROUND_BATCH``
+        seconds (one commit each, then ``after_batch``): a slow source holds only itself."""
+        now = self.ctx.clock.now()
+        targets = list(self.ctx.sources if sources is None else sources)
+        tasks = [asyncio.ensure_future(self.poll(f, now=now)) for f in targets]
+        pending: set[asyncio.Future[PollOutcome]] = set(tasks)
+        alerts: list[Alert] = []
+        try:
+            while pending:
+                done, pending = await asyncio.wait(pending, timeout=ROUND_BATCH)
+                batch = [t.result() for t in tasks if t in done]
+                alerts.extend(await self.record(batch))
+                if after_batch is not None:
+                    await after_batch()
+        finally:
+            for task in pending:
+                task.cancel()
+        outcomes = [t.result() for t in tasks]
+        failed = sum(1 for o in outcomes if o.error)
+        return RoundReport(len(targets), failed, tuple(alerts), tuple(outcomes))
+
+    # -- WebSub -----------------------------------------------------------------------------
+
+    async def push(self, feed_id: str, body: bytes, content_type: str | None) -> PollOutcome | None:
+        """Plan and record a body a WebSub hub pushed, as a poll of the feed would."""
+        ctx = self.ctx
+        feed = next((f for f in ctx.config.feeds if f.id == feed_id), None)
+        if feed is None:
+            return None
+        async with self.lock(feed_id), self._active:
+            try:
+                outcome = await push_feed(
+                    feed,
+                    await ctx.store.source(feed_id),
+                    body,
+                    content_type,
+                    ctx.clock.now(),
+                    ctx.config.tz,
+                    ctx.config.ops_channels,
+                    rule=self._rules.get(feed_id),
+                    parsers=ctx.parsers,
+                )
+                alerts = await self.record([outcome])
+            except Exception:
+                log.exception(
+                    "pushed content not recorded; the next poll reads it source=%s", feed_id
+                )
+                return None
+        if outcome.outcome == "ok":
+            ctx.status_of(feed_id).items = outcome.items
+        log.info(
+            "pushed content read source=%s outcome=%s alerts=%d",
+            feed_id,
+            outcome.outcome,
+            len(alerts),
+        )
+        if alerts:
+            ctx.delivery_kick.set()
+        return outcome

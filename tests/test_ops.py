@@ -217,3 +217,30 @@ def test_port_from_the_environment_and_what_bot_yaml_says() -> None:
     assert listen_address(off, {"PORT": "5000"}) == ("127.0.0.1", 0)
     with pytest.raises(TreatyBotError, match="PORT='http' in the environment is not a port"):
         listen_address(default, {"PORT": "http"})
+
+
+def test_the_compose_file_runs_postgresql_and_two_checked_replicas() -> None:
+    """deploy/compose.yaml: a database that reports when it is ready, two replicas that wait
+    for it, share it, keep their own local files, and are checked on /healthz where the bot
+    listens by default."""
+    from ruamel.yaml import YAML
+
+    from bot.configuration.models import HttpSettings
+
+    compose = YAML(typ="safe").load((REPO / "deploy" / "compose.yaml").read_text())
+    services = compose["services"]
+    assert "pg_isready" in " ".join(services["db"]["healthcheck"]["test"])
+    bots = {name: s for name, s in services.items() if name != "db"}
+    assert len(bots) == 2
+    volumes = set()
+    default = HttpSettings()
+    for service in bots.values():
+        assert service["depends_on"]["db"]["condition"] == "service_healthy"
+        url = service["environment"]["TREATY_BOT_DATABASE_URL"]
+        assert url.startswith("postgresql://") and "@db/" in url
+        assert "MATRIX_ACCESS_TOKEN" not in service["environment"]  # one device per replica
+        check = " ".join(service["healthcheck"]["test"])
+        assert f"http://{default.host}:{default.port}/healthz" in check
+        assert any(v.endswith(":/app/config:ro") for v in service["volumes"])
+        volumes.update(v for v in service["volumes"] if v.endswith(":/data"))
+    assert len(volumes) == 2  # a volume of its own each

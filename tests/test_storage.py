@@ -273,3 +273,44 @@ async def test_a_replica_answers_for_the_health_of_the_sources_it_holds(
         assert other.health_problems() == [
             "cannot reach the state database (3 heartbeats failed); this replica holds no leases"
         ]
+
+
+async def test_a_replica_that_does_not_plan_still_polls_faster_in_session_weeks(
+    config_dir: ConfigFactory, postgres_url: str
+) -> None:
+    """``during_sessions`` needs the timeline's session weeks: the replica that holds a feed's
+    shard is not always the one that plans, and must know them all the same."""
+    from datetime import UTC, datetime, timedelta
+
+    from bot.clock import FixedClock
+    from bot.domain.model import SourceRecord
+    from bot.polling import PollOutcome
+
+    directory = config_dir(
+        feeds="feeds:\n  - {id: a, url: 'https://e.org/a', every: 30m, during_sessions: 5m}\n",
+        sessions="""
+        sessions:
+          - {id: cop-1, title: First Conference, kind: session, start: 2026-12-10, end: 2026-12-11}
+        """,
+    )
+    env = {"TREATY_BOT_DATABASE_URL": postgres_url}
+    clock = FixedClock(datetime(2026, 12, 9, 9, 0, tzinfo=UTC))  # the day before it starts
+
+    def bot() -> App:
+        config = load_config(directory)
+        return App(config, environ=env, transports={"fake": Troubled()}, replica=True, clock=clock)
+
+    async with bot() as first, bot() as second:
+        assert first.cluster is not None and second.cluster is not None
+        for app in (first, second):
+            await app.cluster.beat()
+        planner, other = (first, second) if first.cluster.planner_fences() else (second, first)
+        assert other.cluster is not None and other.cluster.planner_fences() is None
+        await planner.evaluate()
+        assert await other.evaluate() == []  # the planner planned
+        feed = other.config.feeds[0]
+        unchanged = PollOutcome(feed.id, SourceRecord(feed.id), (), (), False, "not_modified")
+        assert other.poller.next_delay(feed, unchanged) == timedelta(minutes=5)
+        clock.set(datetime(2026, 12, 14, 9, 0, tzinfo=UTC))  # the session is over
+        await other.evaluate()
+        assert other.poller.next_delay(feed, unchanged) > timedelta(minutes=5)
