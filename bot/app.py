@@ -137,11 +137,19 @@ class App:
             metrics,
             self._hub_request,
             lambda feed, body, content_type: self.poller.push(feed, body, content_type),
-            _public_url(config, environ),
+            self._websub_url(config),
         )
         self.poller = Poller(self.ctx, self.supervisor, self.websub)
         self.deliverer = Deliverer(self.ctx)
         self.responder = Responder(self.ctx, self.websub, self.reload)
+
+    def _websub_url(self, config: Config) -> str | None:
+        """Where hubs reach this bot's callbacks, or ``None`` (no subscriptions): replicas
+        share one public address, behind which a push may reach any of them, while a
+        subscription's secret and its feed's shard are one replica's."""
+        if self.replica and self.state.is_database:
+            return None
+        return _public_url(config, self.environ)
 
     # -- what the roles share, as the rest of the program and the tests know it -------------
 
@@ -423,6 +431,8 @@ class App:
                     mount(self.web.app)  # Slack's requests arrive at /slack/events
             await self.web.start()
         if self.cluster is not None:
+            if _public_url(self.config, self.environ):
+                log.info("websub is off with replicas; every feed is polled on its schedule")
             await self.cluster.beat()  # this replica's shards, before any poll
             self.supervisor.spawn("replica", self.cluster.run(self.stop_event))
         await self._start_transports(read_input=True)
@@ -562,7 +572,7 @@ class App:
                 remap(config.bot.channels)
         self.poller.configure()
         new_feeds = {f.id for f in self.sources}
-        self.websub.public_url = _public_url(config, self.environ)
+        self.websub.public_url = self._websub_url(config)
         self.websub.removed(old_feeds - new_feeds)  # unsubscribed at their hubs
         log.info(
             "configuration reloaded feeds=%d added=%s removed=%s",

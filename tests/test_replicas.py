@@ -19,6 +19,7 @@ from __future__ import annotations
 import fcntl
 import json
 import random
+import secrets
 import signal
 import subprocess
 import threading
@@ -26,6 +27,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO
+from urllib.parse import quote
+
+import pytest
 
 from tests.conftest import REPO
 from tests.crashfeeds import (
@@ -37,7 +41,7 @@ from tests.crashfeeds import (
     titles_in,
     write_config,
 )
-from tests.integration.synapse import Synapse, synapse  # noqa: F401 - the fixture
+from tests.integration.synapse import Account, Synapse, synapse  # noqa: F401 - the fixture
 from tests.pgproxy import PostgresProxy
 from tests.postgres import PostgresServer
 from tests.test_crash_transports import SlowSends, room_messages
@@ -575,3 +579,110 @@ def test_slack_replicas_answer_a_command_once_even_when_it_comes_again_to_anothe
                 proc.wait(timeout=WAIT)
         assert len(slack.responses[command.response]) == 1
         assert len(slack.responses[other.response]) == 1
+
+
+def say(hs: Synapse, room_id: str, account: Account, text: str) -> str:
+    """``account`` posts ``text`` in the room; the event's id."""
+    path = f"/_matrix/client/v3/rooms/{quote(room_id, safe='')}/send/m.room.message/"
+    path += secrets.token_hex(8)
+    body = {"msgtype": "m.text", "body": text}
+    event_id: str = hs.request("PUT", path, body, token=account.access_token)["event_id"]
+    return event_id
+
+
+def replies_by(hs: Synapse, room_id: str, sender: str, token: str) -> dict[str, int]:
+    """How many replies ``sender`` made in the room to each event, by the id of that event."""
+    replies: dict[str, int] = {}
+    for event in room_messages(hs, room_id, token):
+        relates = event.get("content", {}).get("m.relates_to") or {}
+        answered = (relates.get("m.in_reply_to") or {}).get("event_id")
+        if event.get("type") == "m.room.message" and event.get("sender") == sender and answered:
+            replies[answered] = replies.get(answered, 0) + 1
+    return replies
+
+
+def left_to_another(logs: list[Path]) -> int:
+    """How many Matrix commands the replicas left to another one that had claimed them first."""
+    said = "command answered by another replica platform=matrix"
+    return sum(path.read_text(errors="replace").count(said) for path in logs)
+
+
+@pytest.mark.parametrize("machines", [2, 1])
+def test_matrix_replicas_logged_in_with_a_password_are_two_devices_and_answer_once(
+    tmp_path: Path,
+    postgres: PostgresServer,
+    postgres_url: str,
+    synapse: Synapse,  # noqa: F811
+    machines: int,
+) -> None:
+    """Two replicas log in with MATRIX_PASSWORD, each keeping its Matrix state in a directory
+    of its own (on two machines, each its data/ directory; on one, the second process takes
+    the next free directory, data/matrix.2): they are two devices of the bot, each with its
+    own session and crypto store. Both sync the room and read every command; the event id is
+    claimed in the database, so each command gets exactly one answer, and the other replica
+    logs that another replica answered it.
+
+    A replica reads as commands only what arrives after its first sync (what that sync brings
+    may be from before the start, so none of it is executed): the member speaks once both
+    replicas have logged "matrix connected", which they do after that sync."""
+    bot = synapse.register()
+    member = synapse.register()
+    room = synapse.request(
+        "POST",
+        "/_matrix/client/v3/createRoom",
+        {"preset": "private_chat", "invite": [bot.user_id], "name": "alerts"},
+        token=member.access_token,
+    )["room_id"]
+    synapse.request(  # the bot is in the room before either replica starts
+        "POST", f"/_matrix/client/v3/join/{quote(room, safe='')}", {}, token=bot.access_token
+    )
+    logs = [tmp_path / f"replica-{n}.log" for n in range(2)]
+    data = [tmp_path / f"data{n % machines}" for n in range(2)]
+    held = [data[0] / "matrix", data[1] / "matrix" if machines == 2 else data[1] / "matrix.2"]
+    with growing_feeds(count=1) as (_, base):
+        env = bot_env(
+            MATRIX_HOMESERVER=synapse.base_url,
+            MATRIX_USER_ID=bot.user_id,
+            MATRIX_PASSWORD=bot.password,
+            TREATY_BOT_DATABASE_URL=postgres_url,
+        )
+        replicas: list[Replica] = []
+        try:
+            for n, path in enumerate(logs):
+                config = write_config(
+                    tmp_path / f"cfg{n}",
+                    storage=data[n] / "state.json",
+                    base=base,
+                    count=1,
+                    channels={"alerts": {"matrix": room}},
+                )
+                with path.open("ab") as log:
+                    replicas.append(Replica(config, env, log))
+            for path, replica in zip(logs, replicas, strict=True):
+                wait_for_text(path, "matrix connected", replica.proc)
+            commands = [say(synapse, room, member, "!treaty next-session")]
+            wait_until(lambda: left_to_another(logs) == 1, "one replica leaves it to the other")
+            for command in ("sessions", "clauses", "feeds", "news", "help"):  # in a row
+                commands.append(say(synapse, room, member, f"!treaty {command}"))
+            wait_until(lambda: left_to_another(logs) == 6, "both replicas read every command")
+            # the replica that claimed a command answers it; the other never does
+            wait_until(
+                lambda: (
+                    set(commands)
+                    <= set(replies_by(synapse, room, bot.user_id, member.access_token))
+                ),
+                "every command has an answer",
+            )
+            listed = synapse.request("GET", "/_matrix/client/v3/devices", token=bot.access_token)
+        finally:
+            for replica in replicas:
+                replica.end(signal.SIGTERM)
+    replies = replies_by(synapse, room, bot.user_id, member.access_token)
+    assert [replies[command] for command in commands] == [1] * 6
+    devices = [json.loads((d / "session.json").read_text())["device_id"] for d in held]
+    assert devices[0] != devices[1], "the replicas share a device"
+    assert bot.device_id not in devices  # each logged in anew
+    assert set(devices) <= {d["device_id"] for d in listed["devices"]}
+    for folder, device in zip(held, devices, strict=True):  # and keeps its own device's keys
+        stores = [p.name for p in (folder / "crypto").glob("*.db")]
+        assert stores == [f"{bot.user_id}_{device}.db"]

@@ -314,3 +314,26 @@ async def test_a_replica_that_does_not_plan_still_polls_faster_in_session_weeks(
         clock.set(datetime(2026, 12, 14, 9, 0, tzinfo=UTC))  # the session is over
         await other.evaluate()
         assert other.poller.next_delay(feed, unchanged) > timedelta(minutes=5)
+
+
+async def test_replicas_poll_rather_than_subscribe_at_hubs(
+    config_dir: ConfigFactory, postgres_url: str, tmp_path: Path
+) -> None:
+    """A hub calls the one public address, which may lead to any replica: replicas do not
+    subscribe (their feeds are polled on schedule); one bot on its state file does."""
+    directory = config_dir(
+        bot=f"""
+        timezone: Europe/Vienna
+        storage: {tmp_path / "state.json"}
+        channels: {{alerts: {{}}}}
+        http: {{port: 8080, public_url: "https://bot.example.org"}}
+        """
+    )
+    env = {"TREATY_BOT_DATABASE_URL": postgres_url}
+    config = load_config(directory)
+    async with App(config, environ=env, transports={"fake": Troubled()}, replica=True) as app:
+        assert app.cluster is not None and not app.websub.enabled
+        await app.reload()
+        assert not app.websub.enabled
+    async with App(config, transports={"fake": Troubled()}, replica=True) as alone:
+        assert alone.cluster is None and alone.websub.enabled

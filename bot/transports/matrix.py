@@ -8,7 +8,8 @@ Login
     once: its device id and token are kept in ``state_dir/session.json`` and reused on every
     start, so the bot stays one device (which is what makes transaction ids and the crypto store
     work across restarts). Refused credentials raise a permanent ``DeliveryError`` that never
-    contains the token or the password.
+    contains the token or the password. A process holds its ``state_dir`` while it runs;
+    another process of the machine (a replica) takes the next free sibling, ``matrix.2``...
 
 Commands
     An ``m.text`` message that starts with the prefix, in a configured room, from someone else,
@@ -55,6 +56,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import hashlib
 import html
 import json
@@ -100,6 +102,8 @@ WORD_JOINER = "\u2060"
 MAX_CONTENT_BYTES = 48_000
 #: How many handled command event ids are remembered.
 LEDGER_SIZE = 2_000
+#: How many processes of one machine may each hold a Matrix directory (and so a device).
+MAX_DIRECTORIES = 16
 #: Said when the command handler itself fails (the details go to the log).
 APOLOGY = "Sorry, that command failed on our side. The maintainers have the details in the log."
 #: Said in a room when the answer went to the asker in a direct message.
@@ -403,7 +407,10 @@ class MatrixTransport:
             raise ValueError("the command prefix must not be empty")
         self.homeserver = homeserver.rstrip("/")
         self.user_id = user_id
-        self.state_dir = Path(state_dir)
+        #: the directory asked for; ``state_dir`` is the one this process holds (see ``_hold``)
+        self.base_dir = Path(state_dir)
+        self.state_dir = self.base_dir
+        self._dir_lock: int | None = None
         self.command_prefix = command_prefix.strip()
         self.admins = frozenset(admins)
         self.encryption = encryption
@@ -514,6 +521,7 @@ class MatrixTransport:
         except BaseException as err:
             await self._close_client()
             self._session = None
+            self._release()
             if isinstance(err, DeliveryError):
                 self._auth_problem = str(err)
             raise
@@ -557,6 +565,7 @@ class MatrixTransport:
         self._tasks.clear()
         await self._close_client()
         self._on_command = None
+        self._release()
 
     async def send(self, channel: ChannelName, alert: Alert, key: str) -> None:
         user = dm_user(channel)
@@ -604,10 +613,52 @@ class MatrixTransport:
     # -- start-up -----------------------------------------------------------------------------
 
     def _prepare_state_dir(self) -> None:
+        self._hold()
         self.crypto_dir.mkdir(parents=True, exist_ok=True)
         for directory in (self.state_dir, self.crypto_dir):
             with contextlib.suppress(OSError):
                 os.chmod(directory, 0o700)
+
+    def _hold(self) -> None:
+        """Hold a Matrix directory of this machine for as long as the process runs: the one
+        asked for, or, when another process (a replica on the same machine) holds it, the next
+        free one (``matrix.2``, ``matrix.3``...). Two processes never share a session, a
+        sync token or a crypto store; one started again finds a directory left free, with its
+        device."""
+        if self._dir_lock is not None:
+            return
+        for slot in range(1, MAX_DIRECTORIES + 1):
+            directory = (
+                self.base_dir
+                if slot == 1
+                else self.base_dir.with_name(f"{self.base_dir.name}.{slot}")
+            )
+            directory.mkdir(parents=True, exist_ok=True)
+            fd = os.open(directory / ".lock", os.O_RDWR | os.O_CREAT, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                continue
+            self._dir_lock, self.state_dir = fd, directory
+            if slot > 1:
+                log.info(
+                    "matrix: %s is used by another process on this machine; using %s",
+                    self.base_dir,
+                    directory,
+                )
+            return
+        raise DeliveryError(
+            f"{MAX_DIRECTORIES} processes on this machine already use {self.base_dir} and its "
+            "siblings; stop one, or give this one a data directory of its own",
+            resource="matrix",
+            permanent=True,
+        )
+
+    def _release(self) -> None:
+        fd, self._dir_lock = self._dir_lock, None
+        if fd is not None:
+            os.close(fd)  # the lock goes with it
 
     def _auth_client(self) -> Any:
         config = nio.AsyncClientConfig(

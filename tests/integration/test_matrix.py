@@ -1046,3 +1046,28 @@ def test_a_reply_in_a_thread_stays_in_the_thread() -> None:
         "m.in_reply_to": {"event_id": "$command"},
     }
     assert content["m.mentions"] == {}
+
+
+def test_each_process_of_a_machine_holds_a_matrix_directory_of_its_own(tmp_path: Path) -> None:
+    """A replica started beside another on one machine takes the next free directory (its own
+    device, sync token and crypto store); a directory left free is taken again."""
+
+    def transport() -> MatrixTransport:
+        return MatrixTransport(
+            homeserver="http://127.0.0.1:1",
+            user_id="@bot:localhost",
+            rooms={},
+            state_dir=tmp_path / "matrix",
+            password="pw",
+        )
+
+    first, second, third = transport(), transport(), transport()
+    first._prepare_state_dir()
+    second._prepare_state_dir()
+    assert (first.state_dir, second.state_dir) == (tmp_path / "matrix", tmp_path / "matrix.2")
+    assert second.session_file == tmp_path / "matrix.2" / "session.json"
+    first._release()
+    third._prepare_state_dir()
+    assert third.state_dir == tmp_path / "matrix"
+    second._release()
+    third._release()
