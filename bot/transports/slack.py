@@ -944,7 +944,8 @@ class SlackTransport:
                 answer = Answer("", (Paragraph((Span(APOLOGY),)),))
             if answer.elsewhere:
                 return
-            message = answer_message(answer)
+            # a long answer takes a while to render and escape: off the loop
+            message = await asyncio.to_thread(answer_message, answer)
             try:
                 async with asyncio.timeout(self.timeouts.request):
                     response = await respond(**message)
