@@ -24,6 +24,8 @@ lets a caller predict exactly which new items a keyword filter must announce.
 
 The farm counts requests, 200/304/errors, bytes, conditional requests, and the most requests
 in flight at once (overall and on one host): a check of the concurrency a client really used.
+With ``log_requests`` (``--log-requests``) it also notes the time of every request of every
+feed (``request_log()``, ``GET /_farm/requests``), for callers that check who polled what when.
 
 Importable (``FeedFarm`` in an event loop, or ``FarmThread`` to run it in a background thread
 while clients run as subprocesses) and runnable::
@@ -48,6 +50,7 @@ import signal
 import socket
 import sys
 import threading
+import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime, timedelta
@@ -311,7 +314,7 @@ class FeedFarm:
     request handler holds only for a few microseconds).
     """
 
-    def __init__(self, settings: FarmSettings) -> None:
+    def __init__(self, settings: FarmSettings, *, log_requests: bool = False) -> None:
         if not 1 <= settings.hosts <= 254:
             raise ValueError("hosts must be between 1 and 254 (127.0.0.1-127.0.0.254)")
         self.settings = settings
@@ -321,6 +324,9 @@ class FeedFarm:
         self._counts = FarmCounts()
         self._in_flight = 0
         self._per_host: Counter[str] = Counter()
+        #: feed id -> the wall-clock time of each request, when ``log_requests``
+        self.log_requests = log_requests
+        self._log: dict[str, list[float]] = {}
         self._runner: web.AppRunner | None = None
         self.feeds = self._build()
         self._by_path = {f.path: f for f in self.feeds}
@@ -475,12 +481,20 @@ class FeedFarm:
     def reset_counts(self) -> None:
         with self._lock:
             self._counts = FarmCounts()
+            self._log = {}
+
+    def request_log(self) -> dict[str, list[float]]:
+        """Per feed id, the wall-clock time (``time.time()``) of each request since the last
+        ``reset_counts`` (empty unless ``log_requests``)."""
+        with self._lock:
+            return {feed: list(times) for feed, times in self._log.items()}
 
     # -- serving ----------------------------------------------------------------------------
 
     async def start(self, port: int = 0) -> None:
         app = web.Application()
         app.router.add_get("/_farm/stats", self._stats)
+        app.router.add_get("/_farm/requests", self._requests)
         app.router.add_post("/_farm/advance", self._advance)
         app.router.add_post("/_farm/reset", self._reset)
         app.router.add_get("/feeds/{name}", self._feed)
@@ -523,6 +537,8 @@ class FeedFarm:
             self._per_host[host] += 1
             self._counts.peak_in_flight = max(self._counts.peak_in_flight, self._in_flight)
             self._counts.peak_per_host = max(self._counts.peak_per_host, self._per_host[host])
+            if self.log_requests and feed is not None:
+                self._log.setdefault(feed.id, []).append(time.time())
         try:
             if self.settings.latency_ms > 0:
                 await asyncio.sleep(self.settings.latency_ms / 1000)
@@ -588,6 +604,9 @@ class FeedFarm:
         data = self.counts().as_dict()
         data["round"] = self.round
         return web.json_response(data)
+
+    async def _requests(self, request: web.Request) -> web.Response:
+        return web.json_response(self.request_log())
 
     async def _advance(self, request: web.Request) -> web.Response:
         raw = request.query.get("fraction")
@@ -817,8 +836,13 @@ def main(argv: list[str] | None = None) -> int:
         "--advance-every", type=float, default=0.0, help="advance a round every N seconds"
     )
     parser.add_argument("--write-urls", metavar="FILE", help="write the feed URLs, one a line")
+    parser.add_argument(
+        "--log-requests",
+        action="store_true",
+        help="note every request's time per feed (GET /_farm/requests)",
+    )
     args = parser.parse_args(argv)
-    farm = FeedFarm(settings_from(args))
+    farm = FeedFarm(settings_from(args), log_requests=args.log_requests)
     asyncio.run(_serve(farm, args.duration, args.advance_every, args.port, args.write_urls))
     return 0
 

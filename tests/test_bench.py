@@ -1,5 +1,7 @@
 """The benchmark harness still measures what it says: a small side-by-side run on the loopback
-feed farm, whose own checks of treaty-bot's rounds must all hold. Nothing here looks at a time.
+feed farm, whose own checks of treaty-bot's rounds must all hold, and a small run of replicas
+on PostgreSQL, whose own checks (every source polled, every queued alert sent once) must hold.
+Nothing here looks at a time.
 """
 
 from __future__ import annotations
@@ -57,3 +59,50 @@ def test_a_small_side_by_side_run_checks_every_round(tmp_path: Path) -> None:
     assert holds["a round in which nothing changed writes nothing to the store"] is True
     warm = bot["warm"]["output"]
     assert warm["news_alerts"] == warm["expected_news_alerts"] > 0
+
+
+def test_replicas_poll_every_source_and_send_every_queued_row_once(tmp_path: Path) -> None:
+    out = tmp_path / "replicas.json"
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bench.replicas",
+            "--feeds",
+            "40",
+            "--latency-ms",
+            "5",
+            "--replicas",
+            "1,2",
+            "--duration",
+            "1",
+            "--settle",
+            "0",
+            "--alerts",
+            "200",
+            "--channels",
+            "4",
+            "--workdir",
+            str(tmp_path / "work"),
+            "--json",
+            str(out),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    results = json.loads(out.read_text())
+
+    # the harness's own checks: every source polled and recorded in each first round, every
+    # queued row sent and printed exactly once, every replica stopped cleanly
+    assert len(results["checks"]) == 8 and all(c["holds"] for c in results["checks"])
+    for count in ("1", "2"):
+        polling, outbox = results["polling"][count], results["outbox"][count]
+        assert polling["first_round"]["sources_recorded"] == 40
+        assert sum(polling["shards_at_end"].values()) == 16
+        assert len(polling["stopped"]) == int(count)
+        assert outbox["printed"] == outbox["rows"] == 200
+        assert sum(outbox["sent_by"].values()) == 200
