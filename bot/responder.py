@@ -24,8 +24,11 @@ from bot.domain.commands import (
     StatusInfo,
     TreatyView,
     handle,
+    needs_sources,
+    parse_command,
     reload_result,
 )
+from bot.domain.commands import answer as answer_command
 from bot.domain.follows import Follow, Person
 from bot.domain.home import HomeView, home_view
 from bot.domain.model import SourceHealth, SourceView
@@ -73,8 +76,9 @@ class Responder:
             log.info("command answered by another replica platform=%s", inbound.platform)
             return Answer("", (), elsewhere=True)
         try:
-            view = await self.command_view(inbound)
-            reply = await asyncio.to_thread(handle, inbound.text, view, ctx.clock.now())
+            command = parse_command(inbound.text)
+            view = await self.command_view(inbound, sources=needs_sources(command))
+            reply = await asyncio.to_thread(answer_command, command, view, ctx.clock.now())
             if reply.action == "reload":
                 log.info("reload requested platform=%s user=%s", inbound.platform, inbound.user)
                 problems = await self._reload()
@@ -101,14 +105,17 @@ class Responder:
 
     # -- what commands answer from ----------------------------------------------------------
 
-    async def command_view(self, inbound: Inbound) -> CommandView:
-        """What commands answer from: sessions, clauses, recent news, sources and their health."""
+    async def command_view(self, inbound: Inbound, *, sources: bool = True) -> CommandView:
+        """What commands answer from: sessions, clauses, recent news, and (``sources``) each
+        source with its health."""
         ctx = self.ctx
         config, store = ctx.config, ctx.store
         events = await timeline.timeline(config, store)
-        healths = await store.healths()
-        # a thousand sources take a while to describe: off the loop
-        views = await asyncio.to_thread(self._source_views, healths, dict(ctx.status))
+        views: list[SourceView] = []
+        if sources:
+            healths = await store.healths()
+            # thousands of sources take a while to describe: off the loop
+            views = await asyncio.to_thread(self._source_views, healths, dict(ctx.status))
         return CommandView(
             sessions=tuple(events),
             clauses=config.clauses(),

@@ -96,3 +96,25 @@ async def test_admins_per_platform(config_dir: ConfigFactory) -> None:
         refused = await app.answer(asks("slack", "U0OTHER"))
         allowed = await app.answer(asks("slack", "U0ADMIN"))
         assert "admin" in refused.title.lower() and "admin" not in allowed.title.lower()
+
+
+async def test_only_the_commands_about_sources_describe_every_source(
+    config_dir: ConfigFactory,
+) -> None:
+    """With thousands of sources, describing each one is what a command's view costs: it is
+    built for ``feeds`` and ``status`` alone."""
+    directory = config_dir(feeds="feeds:\n  - {id: a, name: Alpha, url: 'https://e.org/a'}\n")
+    async with App(load_config(directory), transports={"fake": Troubled()}) as app:
+        real, reads = app.store.healths, []
+
+        async def healths() -> object:
+            reads.append(1)
+            return await real()
+
+        app.store.healths = healths  # type: ignore[method-assign]
+        for command in ("next-session", "sessions", "clauses", "news", "help", "following"):
+            await app.ask(command)
+        assert reads == []
+        assert "Alpha" in str((await app.ask("feeds")).body)
+        assert "Alpha" in str((await app.ask("status")).body)
+        assert len(reads) == 2

@@ -95,6 +95,9 @@ ALIASES: Mapping[str, str] = {
 }
 #: Commands about the asker alone: never shared (see "Follows" above).
 PERSONAL_COMMANDS = frozenset({"follow", "unfollow", "following"})
+#: The commands that read ``CommandView.sources`` (with thousands of sources, describing each
+#: one is the costly part of a view: the others are answered without it).
+SOURCE_COMMANDS = frozenset({"feeds", "status"})
 PREFIXES = ("/treaty", "!treaty")
 SHARE_WORD = "share"
 
@@ -353,6 +356,11 @@ _PARSERS: Mapping[str, Callable[[str, tuple[str, ...], bool], Command | UsageErr
 
 
 # ------------------------------------------------------------------------------- answering
+
+
+def needs_sources(command: Command | UsageError) -> bool:
+    """Whether the answer to ``command`` reads the sources' descriptions."""
+    return isinstance(command, Command) and command.name in SOURCE_COMMANDS
 
 
 def handle(text: str, view: CommandView, now: datetime) -> Reply:
