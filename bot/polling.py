@@ -122,7 +122,7 @@ def _without_new_content(
             "not_modified",
             wait=result.wait,
         )
-    body_hash = hashlib.sha256(result.body).hexdigest()
+    body_hash = result.digest or hashlib.sha256(result.body).hexdigest()
     if body_hash == record.validators.body_hash and initialized:
         h = plan_health(hrule, record.health, None, now)
         return PollOutcome(

@@ -7,10 +7,12 @@ round for the others.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import random
 import re
 import time
+import zlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -53,6 +55,8 @@ class Fetched:
     wait: timedelta | None = None
     #: the response's ``Link`` headers (where a feed names its WebSub hub)
     links: tuple[str, ...] = ()
+    #: SHA-256 of ``body`` (hex), computed with the decoding, off the event loop
+    digest: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,8 +165,15 @@ class HttpFetcher:
         connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300)
         self._session = aiohttp.ClientSession(
             connector=connector,
-            headers={"User-Agent": self.user_agent, "Accept": _ACCEPT},
+            headers={
+                "User-Agent": self.user_agent,
+                "Accept": _ACCEPT,
+                "Accept-Encoding": ACCEPT_ENCODING,
+            },
             timeout=aiohttp.ClientTimeout(total=None, sock_connect=CONNECT_TIMEOUT),
+            # bodies are decoded in a thread (``_decoded``): inflating thousands of gzip bodies
+            # on the event loop would hold up everything else it does
+            auto_decompress=False,
         )
         return self
 
@@ -265,19 +276,31 @@ class HttpFetcher:
                     length = resp.content_length
                     if length is not None and length > self.max_bytes:
                         return self._too_large()
-                    body = bytearray()
+                    raw = bytearray()
                     async for chunk in resp.content.iter_chunked(64 * 1024):
-                        body += chunk
-                        if len(body) > self.max_bytes:
+                        raw += chunk
+                        if len(raw) > self.max_bytes:  # decoded, it is larger still
                             return self._too_large()
+                    coding = resp.headers.get("Content-Encoding", "")
+                    try:
+                        body, digest = await asyncio.to_thread(
+                            _decoded, bytes(raw), coding, self.max_bytes
+                        )
+                    except _TooLarge:
+                        return self._too_large()
+                    except (ValueError, zlib.error) as err:
+                        return FetchFailed(
+                            f"broken response body: {_short(err)}", "connection_error"
+                        )
                     return Fetched(
-                        bytes(body),
+                        body,
                         resp.headers.get("ETag"),
                         resp.headers.get("Last-Modified"),
                         resp.headers.get("Content-Type"),
                         str(resp.url),
                         server_wait(resp.headers, self._now()),
                         tuple(resp.headers.getall("Link", ())),
+                        digest,
                     )
         except aiohttp.ConnectionTimeoutError:
             return FetchFailed(f"could not connect within {CONNECT_TIMEOUT:g}s", "timeout")
@@ -330,10 +353,50 @@ def _redirect(resp: aiohttp.ClientResponse, seconds: float) -> _Redirect | Fetch
     return _Redirect(str(target), seconds, resp.status in _PERMANENT_REDIRECTS)
 
 
+class _TooLarge(Exception):
+    pass
+
+
+def _decoded(raw: bytes, coding: str, cap: int) -> tuple[bytes, str]:
+    """The body of a response sent with Content-Encoding ``coding``, decoded, and its
+    SHA-256; ``_TooLarge`` past ``cap`` bytes decoded (a few hundred KB of gzip can hold
+    gigabytes of zeros: no more than ``cap + 1`` bytes are ever inflated)."""
+    coding = coding.strip().lower()
+    if coding in ("", "identity"):
+        body = raw
+    elif coding in ("gzip", "x-gzip"):
+        body = _inflate(raw, 16 + zlib.MAX_WBITS, cap)
+    elif coding == "deflate":  # zlib-wrapped as the RFC says, or raw as some servers send
+        try:
+            body = _inflate(raw, zlib.MAX_WBITS, cap)
+        except zlib.error:
+            body = _inflate(raw, -zlib.MAX_WBITS, cap)
+    else:
+        raise ValueError(f"unsupported Content-Encoding {coding[:40]!r}")
+    return body, hashlib.sha256(body).hexdigest()
+
+
+def _inflate(data: bytes, wbits: int, cap: int) -> bytes:
+    out = bytearray()
+    while True:
+        inflater = zlib.decompressobj(wbits)
+        out += inflater.decompress(data, cap + 1 - len(out))
+        if len(out) > cap or inflater.unconsumed_tail:
+            raise _TooLarge
+        if not inflater.eof:
+            raise ValueError("the compressed body ends early")
+        data = inflater.unused_data
+        if wbits != 16 + zlib.MAX_WBITS or not data.startswith(b"\x1f\x8b"):
+            return bytes(out)  # another gzip member follows, or the end (padding ignored)
+
+
 def _short(err: BaseException) -> str:
     text = str(err) or type(err).__name__
     return text if len(text) <= 200 else text[:199] + "…"
 
+
+#: The content codings asked for (and decoded by ``_decoded``).
+ACCEPT_ENCODING = "gzip, deflate"
 
 _ACCEPT = (
     "application/rss+xml, application/atom+xml, application/feed+json, application/json;q=0.9, "

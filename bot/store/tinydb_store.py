@@ -452,21 +452,26 @@ class TinyDBStore:
         if changes.treaty is not None:
             self._put_snapshot("treaty", codec.treaty_to_json(changes.treaty))
         # each table is updated in one call: TinyDB walks the whole table on every call
+        # (an insert too: the new sources of a commit are inserted together)
         updated: dict[int, dict[str, Any]] = {}
+        added: dict[str, dict[str, Any]] = {}
         for record in changes.sources:
             doc_id = self._source_ids.get(record.id)
             current = (
                 (updated.get(doc_id) or self._sources.get(doc_id=doc_id))
                 if doc_id is not None
-                else None
+                else added.get(record.id)
             )
             doc = self._source_doc(record, current)
             if current is not None and current.get("seen_file") not in (None, doc["seen_file"]):
                 replaced.append(current["seen_file"])
             if doc_id is None:
-                self._source_ids[record.id] = self._sources.insert(doc)
+                added[record.id] = doc
             else:
                 updated[doc_id] = doc
+        if added:
+            ids = self._sources.insert_multiple(list(added.values()))
+            self._source_ids.update(zip(added, ids, strict=True))
         if updated:
             self._sources.update(
                 _replace_with(updated, self._source_ids, "id"), doc_ids=list(updated)

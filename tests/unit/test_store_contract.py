@@ -523,7 +523,14 @@ def test_seen_keys_are_kept_as_read_and_replaced_when_they_change(backend: Backe
     store = backend.reopen(store)
     assert store.source("feed-1") == source(1, seen=1)
     store.commit(Changes(sources=[source(1, seen=0)]))
-    assert backend.reopen(store).source("feed-1").feed.seen == {}
+    store = backend.reopen(store)
+    assert store.source("feed-1").feed.seen == {}
+    # the same for sources new in that commit: one record each, the last one
+    store.commit(Changes(sources=[source(2, seen=7), source(3), source(2, seen=3)]))
+    store = backend.reopen(store)
+    assert store.source("feed-2") == source(2, seen=3)
+    assert store.source("feed-3") == source(3)
+    assert sorted(store.healths()) == ["feed-1", "feed-2", "feed-3"]
 
 
 def test_follows_are_replaced_per_person_and_an_empty_list_removes_them(
