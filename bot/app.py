@@ -139,7 +139,9 @@ class App:
             lambda feed, body, content_type: self.poller.push(feed, body, content_type),
             self._websub_url(config),
         )
-        self.poller = Poller(self.ctx, self.supervisor, self.websub)
+        self.poller = Poller(
+            self.ctx, self.supervisor, self.websub, on_first_round=self._first_round_done
+        )
         self.deliverer = Deliverer(self.ctx)
         self.responder = Responder(self.ctx, self.websub, self.reload)
 
@@ -521,6 +523,15 @@ class App:
             self.metrics.observe_lag(max(0.0, loop.time() - started - LAG_PROBE))
 
     # -- jobs -------------------------------------------------------------------------------
+
+    def _first_round_done(self, sources: int) -> None:
+        """Every source polled here has had its first poll since the start: what the bot
+        learnt of them (records, caches) lives as long as the process. Keep it out of the
+        collector's scans, which would otherwise pause the loop longer the more sources there
+        are."""
+        seconds = (self.clock.now() - self.ctx.started_at).total_seconds()
+        log.info("first poll of every source done sources=%d seconds=%.1f", sources, seconds)
+        gc.freeze()
 
     def _leases_changed(self) -> None:
         """Shards taken or lost: start or stop their pollers (once polling has started)."""

@@ -71,7 +71,14 @@ def schedule_of(source: SourceConfig) -> Schedule:
 
 
 class Poller:
-    def __init__(self, ctx: Context, supervisor: Supervisor, websub: WebSubSubscriber) -> None:
+    def __init__(
+        self,
+        ctx: Context,
+        supervisor: Supervisor,
+        websub: WebSubSubscriber,
+        *,
+        on_first_round: Callable[[int], object] | None = None,
+    ) -> None:
         self.ctx = ctx
         self.supervisor = supervisor
         self.websub = websub
@@ -87,6 +94,9 @@ class Poller:
         self._recorder: asyncio.Task[None] | None = None
         #: whether polling has started (``sync`` was called once)
         self.started = False
+        #: the sources whose first poll since the start is not recorded yet
+        self._first: set[str] = set()
+        self._on_first_round = on_first_round
 
     def configure(self) -> None:
         """The configuration changed (``ctx.config``): new feed rules, and the tasks follow."""
@@ -116,6 +126,8 @@ class Poller:
                 task.cancel()
                 del self._tasks[source_id]
         spread = FIRST_SPREAD if first_run else LATER_SPREAD
+        if first_run:
+            self._first = set(wanted)
         for source in wanted.values():
             if source.id in self._tasks:
                 continue
@@ -147,6 +159,10 @@ class Poller:
                     "could not record a poll; it is repeated next time source=%s", source.id
                 )
                 return RETRY_RECORD
+        if self._first:
+            self._first.discard(source.id)
+            if not self._first and self._on_first_round is not None:
+                self._on_first_round(len(self._tasks))
         return self.next_delay(source, outcome)
 
     async def _record_soon(self) -> None:
