@@ -139,6 +139,7 @@ class App:
             lambda feed, body, content_type: self.poller.push(feed, body, content_type),
             self._websub_url(config),
         )
+        metrics.count_sources(len(self.ctx.sources))
         self.poller = Poller(
             self.ctx, self.supervisor, self.websub, on_first_round=self._first_round_done
         )
@@ -576,6 +577,7 @@ class App:
             log.warning("storage changed in bot.yaml; it takes effect at the next start")
         old_feeds = {f.id for f in self.sources}
         self.ctx.config = config
+        self.metrics.count_sources(len(self.sources))
         self.console.tz = config.tz
         for transport in self.transports.values():
             remap = getattr(transport, "set_channels", None)

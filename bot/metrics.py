@@ -18,6 +18,12 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 POLL_OUTCOMES = ("ok", "not_modified", "http_error", "timeout", "parse_error")
 WEBSUB_OUTCOMES = ("accepted", "bad_signature", "unknown", "too_large")
+#: Up to this many sources, polls and items are counted per source; beyond it, for all of them
+#: together (``source="*"``): 10,000 sources would make tens of thousands of series, megabytes
+#: of text at each scrape, and a burden on any Prometheus.
+PER_SOURCE_LIMIT = 1000
+#: The ``source`` label of the series that count every source together.
+ALL_SOURCES = "*"
 
 
 class Metrics:
@@ -28,6 +34,8 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         self.max_lag = 0.0
+        #: whether polls and items are counted per source (see ``PER_SOURCE_LIMIT``)
+        self.per_source = True
         r = self.registry
         # the process's resident memory, CPU, open files, and Python's collector and version
         for standard in (PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR):
@@ -117,8 +125,14 @@ class Metrics:
             self.websub_deliveries.labels(source="-", outcome=outcome)
         self.websub_active.set(0)
 
+    def count_sources(self, sources: int) -> None:
+        """The configuration names this many sources: per-source series or one for all."""
+        self.per_source = sources <= PER_SOURCE_LIMIT
+
     def record_poll(self, source: str, outcome: str, items: int = 0) -> None:
         label = outcome if outcome in POLL_OUTCOMES else _fold(outcome)
+        if not self.per_source:
+            source = ALL_SOURCES
         self.polls.labels(source=source, outcome=label).inc()
         if items:
             self.items_seen.labels(source=source).inc(items)

@@ -118,3 +118,27 @@ async def test_only_the_commands_about_sources_describe_every_source(
         assert "Alpha" in str((await app.ask("feeds")).body)
         assert "Alpha" in str((await app.ask("status")).body)
         assert len(reads) == 2
+
+
+async def test_polls_are_counted_per_source_up_to_a_thousand_sources(
+    config_dir: ConfigFactory,
+) -> None:
+    from bot.metrics import PER_SOURCE_LIMIT
+
+    def feeds(count: int) -> str:
+        return "feeds:\n" + "".join(
+            f"  - {{id: f{i}, url: 'https://e.org/{i}'}}\n" for i in range(count)
+        )
+
+    directory = config_dir(feeds=feeds(PER_SOURCE_LIMIT))
+    async with App(load_config(directory), transports={"fake": Troubled()}) as app:
+        sample = app.metrics.registry.get_sample_value
+        app.metrics.record_poll("f1", "ok", 3)
+        assert sample("treatybot_polls_total", {"source": "f1", "outcome": "ok"}) == 1
+        (directory / "feeds.yaml").write_text(feeds(PER_SOURCE_LIMIT + 1))
+        assert await app.reload() == []
+        app.metrics.record_poll("f1", "ok", 3)
+        app.metrics.record_poll("f2", "ok", 2)
+        assert sample("treatybot_polls_total", {"source": "*", "outcome": "ok"}) == 2
+        assert sample("treatybot_items_seen_total", {"source": "*"}) == 5
+        assert sample("treatybot_polls_total", {"source": "f2", "outcome": "ok"}) is None

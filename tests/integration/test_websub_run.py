@@ -102,6 +102,9 @@ async def test_run_subscribes_and_posts_a_pushed_item_within_seconds(tmp_path: P
             await bot.posted("Cybercrime update d")
             assert bot.titles() == ["Cybercrime update b", "Cybercrime update d"]
             assert len(server.requests_to("/feed.xml")) == 1  # one poll: the rest came by push
+            async with asyncio.timeout(WAIT):  # the log says when every source was polled once
+                while "first poll of every source done sources=1 " not in log.read_text():
+                    await asyncio.sleep(0.05)  # reading a log file, under the deadline
         finally:
             if proc.returncode is None:
                 proc.send_signal(signal.SIGTERM)
