@@ -1,9 +1,10 @@
-"""The poller: one polling task per source this process polls, each poll of a source, and the
-batched record of what the polls found.
+"""The poller: the schedule of the sources this process polls (one queue of due times, a task
+only for a poll under way), each poll of a source, and the batched record of what the polls
+found.
 
 With replicas on a shared database a process polls only the sources of the shards it holds
-(``Context.polled_here``); ``sync`` starts and stops the tasks when the configuration or the
-leases change. A poll's outcome is recorded with the others that finish within
+(``Context.polled_here``); ``sync`` schedules and forgets sources when the configuration or
+the leases change. A poll's outcome is recorded with the others that finish within
 ``ROUND_BATCH``, in one commit: a thousand feeds polled each minute make one write a second,
 not seventeen. A feed's lock is held from its poll to its record, and a WebSub push of that
 feed takes it too, so a poll and a push of one feed are planned one after the other.
@@ -13,7 +14,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
+import heapq
+import itertools
 import logging
 import random
 from collections.abc import Awaitable, Callable, Sequence
@@ -38,7 +40,7 @@ from bot.polling import (
     poll_feed,
     push_feed,
 )
-from bot.scheduler import Supervisor, periodic
+from bot.scheduler import Supervisor, jittered
 from bot.store.base import Changes
 from bot.websub import WebSubSubscriber
 
@@ -52,6 +54,8 @@ FIRST_SPREAD = 5.0
 LATER_SPREAD = 0.5
 #: A poll that could not be recorded is repeated after this long.
 RETRY_RECORD = timedelta(minutes=1)
+#: A turn that failed unexpectedly is run again after this long.
+RETRY_FAILED = timedelta(minutes=1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,7 +92,15 @@ class Poller:
             ctx.config.bot.fetch.max_in_flight + 8 * max(1, ctx.parsers.workers)
         )
         self._rules = {f.id: feed_rule(f) for f in ctx.config.feeds}
-        self._tasks: dict[str, tuple[SourceConfig, asyncio.Task[None]]] = {}
+        #: the sources polled here, when each is due next (a heap, entries made stale by a
+        #: later schedule are skipped), and the turns under way
+        self._wanted: dict[str, SourceConfig] = {}
+        self._queue: list[tuple[float, int, str]] = []
+        self._due_at: dict[str, float] = {}
+        self._order = itertools.count()
+        self._turns: dict[str, asyncio.Task[None]] = {}
+        self._wake = asyncio.Event()
+        self._ticker: asyncio.Task[None] | None = None
         self._locks: dict[str, asyncio.Lock] = {}
         self._to_record: list[tuple[PollOutcome, asyncio.Future[None]]] = []
         self._recorder: asyncio.Task[None] | None = None
@@ -107,41 +119,87 @@ class Poller:
     @property
     def polled(self) -> tuple[str, ...]:
         """The ids of the sources this process polls now."""
-        return tuple(self._tasks)
+        return tuple(self._wanted)
 
     def lock(self, source_id: str) -> asyncio.Lock:
         return self._locks.setdefault(source_id, asyncio.Lock())
 
-    # -- the tasks --------------------------------------------------------------------------
+    # -- the schedule -----------------------------------------------------------------------
 
     def sync(self, *, first_run: bool = False) -> None:
-        """One polling task per source polled here: start new ones, stop removed or changed
-        ones (and those of shards this process no longer holds)."""
+        """Poll the sources polled here: schedule new ones, forget removed or changed ones
+        (and those of shards this process no longer holds; a poll of theirs under way is
+        cancelled)."""
         self.started = True
         if self.ctx.stop_event.is_set():
             return
         wanted = {f.id: f for f in self.ctx.sources if self.ctx.polled_here(f.id)}
-        for source_id, (source, task) in list(self._tasks.items()):
+        for source_id, source in list(self._wanted.items()):
             if wanted.get(source_id) != source:
-                task.cancel()
-                del self._tasks[source_id]
+                del self._wanted[source_id]
+                self._due_at.pop(source_id, None)
+                turn = self._turns.pop(source_id, None)
+                if turn is not None:
+                    turn.cancel()
         spread = FIRST_SPREAD if first_run else LATER_SPREAD
         if first_run:
             self._first = set(wanted)
         for source in wanted.values():
-            if source.id in self._tasks:
-                continue
-            first = random.uniform(0, min(spread, source.every.total_seconds()))
-            task = self.supervisor.spawn(
-                f"poll:{source.id}",
-                periodic(
-                    f"poll:{source.id}",
-                    self.ctx.stop_event,
-                    functools.partial(self.job, source),
-                    first_delay=first,
-                ),
-            )
-            self._tasks[source.id] = (source, task)
+            if source.id not in self._wanted:
+                self._wanted[source.id] = source
+                self._schedule(
+                    source.id, random.uniform(0, min(spread, source.every.total_seconds()))
+                )
+        if self._ticker is None or self._ticker.done():
+            self._ticker = self.supervisor.spawn("poller", self._tick())
+
+    def _schedule(self, source_id: str, delay: float) -> None:
+        due = asyncio.get_running_loop().time() + delay
+        self._due_at[source_id] = due
+        heapq.heappush(self._queue, (due, next(self._order), source_id))
+        if self._queue[0][2] == source_id:
+            self._wake.set()  # sooner than what the ticker waits for
+
+    async def _tick(self) -> None:
+        """Start each source's turn when it is due. Thousands of sources wait as entries of
+        one queue rather than as a task each; a turn is a task only while it runs."""
+        loop = asyncio.get_running_loop()
+        try:
+            while not self.ctx.stop_event.is_set():
+                now = loop.time()
+                while self._queue and self._queue[0][0] <= now:
+                    due, _, source_id = heapq.heappop(self._queue)
+                    if self._due_at.get(source_id) != due or source_id in self._turns:
+                        continue  # rescheduled, or no longer polled here
+                    del self._due_at[source_id]
+                    source = self._wanted[source_id]
+                    self._turns[source_id] = asyncio.create_task(
+                        self._turn(source), name=f"poll:{source_id}"
+                    )
+                self._wake.clear()
+                wait = self._queue[0][0] - now if self._queue else None
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(wait):
+                        await self._wake.wait()
+        finally:  # stopping: the polls under way end with the ticker
+            turns = list(self._turns.values())
+            for turn in turns:
+                turn.cancel()
+            await asyncio.gather(*turns, return_exceptions=True)
+
+    async def _turn(self, source: SourceConfig) -> None:
+        try:
+            delay = await self.job(source)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("job failed; it runs again later job=poll:%s", source.id)
+            delay = RETRY_FAILED
+        finally:
+            if self._turns.get(source.id) is asyncio.current_task():
+                del self._turns[source.id]
+        if self._wanted.get(source.id) is source and not self.ctx.stop_event.is_set():
+            self._schedule(source.id, jittered(delay))
 
     async def job(self, source: SourceConfig) -> timedelta:
         """One turn of a source's task: poll it, wait for the record, and say when to poll
@@ -162,7 +220,7 @@ class Poller:
         if self._first:
             self._first.discard(source.id)
             if not self._first and self._on_first_round is not None:
-                self._on_first_round(len(self._tasks))
+                self._on_first_round(len(self._wanted))
         return self.next_delay(source, outcome)
 
     async def _record_soon(self) -> None:
