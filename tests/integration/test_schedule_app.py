@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import io
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -52,3 +52,50 @@ async def test_the_poll_job_stretches_quiet_feeds_and_heeds_the_server(
         assert await app.poller.job(cached) == timedelta(hours=2)  # max-age above the floor
         answer = render_plain((await app.ask("feeds")).body)
         assert "every 30 minutes, next in 2 hours, adaptive (now every 2 hours)" in answer
+
+
+async def test_the_schedule_runs_each_source_again_forgets_removed_ones_and_survives_errors(
+    config_dir: ConfigFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The poller's queue: each source's turn comes again after the delay its last turn gave;
+    a turn that fails runs again later; a source removed from the configuration is not polled
+    again, and one added is."""
+    import asyncio
+
+    import bot.poller
+    from bot.configuration.models import SourceConfig
+
+    monkeypatch.setattr(bot.poller, "RETRY_FAILED", timedelta(seconds=0.05))
+    feeds = "feeds:\n" + "".join(f"  - {{id: {n}, url: 'https://e.org/{n}'}}\n" for n in "abc")
+    directory = config_dir(feeds=feeds)
+    turns: dict[str, int] = {}
+    changed = asyncio.Event()
+
+    async def job(source: SourceConfig) -> timedelta:
+        turns[source.id] = turns.get(source.id, 0) + 1
+        changed.set()
+        if source.id == "b":
+            raise RuntimeError("a flaw of ours")
+        return timedelta(seconds=0.05)
+
+    async def until(condition: Callable[[], bool]) -> None:
+        async with asyncio.timeout(30):
+            while not condition():
+                changed.clear()
+                await changed.wait()
+
+    async with App(load_config(directory), stream=io.StringIO()) as app:
+        monkeypatch.setattr(app.poller, "job", job)
+        app.poller.sync()
+        assert sorted(app.poller.polled) == ["a", "b", "c"]
+        await until(lambda: all(turns.get(n, 0) >= 3 for n in "abc"))
+        (directory / "feeds.yaml").write_text(
+            "feeds:\n  - {id: a, url: 'https://e.org/a'}\n  - {id: d, url: 'https://e.org/d'}\n"
+        )
+        assert await app.reload() == []
+        assert sorted(app.poller.polled) == ["a", "d"]
+        before = dict(turns)
+        await until(lambda: turns["a"] >= before["a"] + 3 and turns.get("d", 0) >= 3)
+        assert turns["b"] <= before["b"] + 1 and turns["c"] <= before["c"] + 1  # one under way
+        app.request_stop()
+        await app.supervisor.stop()
