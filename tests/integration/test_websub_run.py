@@ -11,6 +11,7 @@ import signal
 import socket
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 from tests.conftest import REPO
@@ -25,6 +26,13 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def logged(path: Path, text: str) -> None:
+    deadline = time.monotonic() + WAIT
+    while text not in path.read_text():
+        assert time.monotonic() < deadline, f"no {text!r} in the log"
+        time.sleep(0.05)  # reading a log file, under the deadline above
 
 
 class Bot:
@@ -102,9 +110,8 @@ async def test_run_subscribes_and_posts_a_pushed_item_within_seconds(tmp_path: P
             await bot.posted("Cybercrime update d")
             assert bot.titles() == ["Cybercrime update b", "Cybercrime update d"]
             assert len(server.requests_to("/feed.xml")) == 1  # one poll: the rest came by push
-            async with asyncio.timeout(WAIT):  # the log says when every source was polled once
-                while "first poll of every source done sources=1 " not in log.read_text():
-                    await asyncio.sleep(0.05)  # reading a log file, under the deadline
+            # the log says when every source has had its first poll
+            await asyncio.to_thread(logged, log, "first poll of every source done sources=1 ")
         finally:
             if proc.returncode is None:
                 proc.send_signal(signal.SIGTERM)
