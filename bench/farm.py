@@ -19,6 +19,9 @@ What a feed does, per request:
 
 ``advance_round()`` changes a fraction of the healthy feeds (``changed``): ``new_per_change``
 new items are put on top and as many of the oldest fall off, so every feed keeps its length.
+``advance_feeds(ids)`` changes exactly the feeds named, and can mark the new items' titles (so
+that a caller recognises each one where it is posted). ``advertise_hub(url, ids)`` makes feeds
+name a WebSub hub in a ``Link`` header (``rel="hub"``, with ``rel="self"`` their own URL).
 About ``match_rate`` of all items mention the phrase ``KEYWORD`` (and no other item does), which
 lets a caller predict exactly which new items a keyword filter must announce.
 
@@ -52,6 +55,7 @@ import sys
 import threading
 import time
 from collections import Counter
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime, parsedate_to_datetime
@@ -149,6 +153,8 @@ class Feed:
     initial: FeedVersion
     version: FeedVersion
     next_item: int
+    #: the WebSub hub the feed names in its ``Link`` header (``advertise_hub``)
+    hub: str | None = None
 
     @property
     def path(self) -> str:
@@ -167,6 +173,10 @@ class RoundChange:
     feeds: tuple[str, ...]
     new_items: int
     new_matching_links: tuple[str, ...]
+    #: (feed id, title) of every new item
+    titles: tuple[tuple[str, str], ...] = ()
+    #: ``time.time()`` when the new versions were put in place (served from then on)
+    at: float = 0.0
 
 
 @dataclass(slots=True)
@@ -412,11 +422,23 @@ class FeedFarm:
         self.round += 1
         rng = random.Random(f"{s.seed}:round:{self.round}")
         candidates = [f for f in self.feeds if f.broken is None]
-        chosen = sorted(
-            rng.sample(candidates, round(share * len(candidates))), key=lambda f: f.index
-        )
+        chosen = rng.sample(candidates, round(share * len(candidates)))
+        return self._change(chosen, None)
+
+    def advance_feeds(self, ids: Iterable[str], label: str | None = None) -> RoundChange:
+        """Change exactly the feeds named (a round of their own); with ``label``, each new
+        item's title ends with `` (label)``. Deterministic, like ``advance_round``."""
+        by_id = {f.id: f for f in self.feeds}
+        chosen = [by_id[i] for i in ids]
+        self.round += 1
+        return self._change(chosen, label)
+
+    def _change(self, chosen: Sequence[Feed], label: str | None) -> RoundChange:
+        s = self.settings
+        chosen = sorted(chosen, key=lambda f: f.index)
         when = BASE_TIME + timedelta(minutes=10 * self.round)
         matching: list[str] = []
+        titles: list[tuple[str, str]] = []
         updates: list[tuple[Feed, FeedVersion, int]] = []
         for feed in chosen:
             site = _SITES[feed.index % len(_SITES)]
@@ -434,7 +456,10 @@ class FeedFarm:
                 )
                 for k in reversed(range(s.new_per_change))
             )
+            if label is not None:
+                new = tuple(replace(item, title=f"{item.title} ({label})") for item in new)
             matching.extend(item.link for item in new if item.matches)
+            titles.extend((feed.id, item.title) for item in new)
             items = (new + feed.version.items)[: s.items]
             version = self._render(feed.id, site, feed.kind, items, when, feed.version.ever)
             updates.append((feed, version, feed.next_item + s.new_per_change))
@@ -442,12 +467,24 @@ class FeedFarm:
             for feed, version, next_item in updates:
                 feed.version = version
                 feed.next_item = next_item
+            at = time.time()
         return RoundChange(
             self.round,
             tuple(f.id for f in chosen),
             len(chosen) * s.new_per_change,
             tuple(matching),
+            tuple(titles),
+            at,
         )
+
+    def advertise_hub(self, hub: str | None, ids: Iterable[str] | None = None) -> None:
+        """Make the feeds named (default: all) name ``hub`` as their WebSub hub (``None``: no
+        hub), in a ``Link`` header of each answer."""
+        wanted = None if ids is None else set(ids)
+        with self._lock:
+            for feed in self.feeds:
+                if wanted is None or feed.id in wanted:
+                    feed.hub = hub
 
     def reset(self) -> None:
         """Back to the initial content (round 0), so that the next client sees the same feeds."""
@@ -582,6 +619,8 @@ class FeedFarm:
             if feed.kind == "atom"
             else "application/rss+xml; charset=utf-8"
         }
+        if feed.hub is not None:
+            headers["Link"] = f'<{feed.hub}>; rel="hub", <{self.url(feed)}>; rel="self"'
         if feed.validators:
             headers["ETag"] = v.etag
             headers["Last-Modified"] = v.last_modified

@@ -107,3 +107,55 @@ def test_replicas_poll_every_source_and_send_every_queued_row_once(tmp_path: Pat
         assert len(polling["stopped"]) == int(count)
         assert outbox["printed"] == outbox["rows"] == 200
         assert sum(outbox["sent_by"].values()) == 200
+
+
+def test_schedules_side_by_side_alert_every_change_polled_and_post_every_push(
+    tmp_path: Path,
+) -> None:
+    out = tmp_path / "schedule.json"
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bench.schedule",
+            "--feeds",
+            "20",
+            "--latency-ms",
+            "5",
+            "--duration",
+            "12",
+            "--change-every",
+            "5",
+            "--tail",
+            "0",
+            "--together",
+            "--push-feeds",
+            "5",
+            "--push-rate",
+            "5",
+            "--push-duration",
+            "2",
+            "--workdir",
+            str(tmp_path / "work"),
+            "--json",
+            str(out),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    results = json.loads(out.read_text())
+
+    # the harness's own checks: every feed polled in each first round, nothing alerted but the
+    # changes (none twice, none polled and missed), every push posted once and by push alone
+    assert results["checks"] and all(c["holds"] for c in results["checks"])
+    for mode in ("fixed", "adaptive"):
+        polling = results["polling"][mode]
+        assert polling["requests"]["first_round"] == 20
+        assert polling["changes"]["made"] > 0 and polling["changes"]["missing"] == 0
+    push = results["push"]
+    assert push["published"] == push["posted"] == push["posts_total"] == 10
+    assert push["polls_of_pushed_feeds_after_the_first"] == 0
