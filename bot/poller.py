@@ -40,7 +40,7 @@ from bot.polling import (
     poll_feed,
     push_feed,
 )
-from bot.scheduler import Supervisor, jittered
+from bot.scheduler import Supervisor, jittered_early
 from bot.store.base import Changes
 from bot.websub import WebSubSubscriber
 
@@ -199,7 +199,7 @@ class Poller:
             if self._turns.get(source.id) is asyncio.current_task():
                 del self._turns[source.id]
         if self._wanted.get(source.id) is source and not self.ctx.stop_event.is_set():
-            self._schedule(source.id, jittered(delay))
+            self._schedule(source.id, jittered_early(delay))
 
     async def job(self, source: SourceConfig) -> timedelta:
         """One turn of a source's task: poll it, wait for the record, and say when to poll

@@ -70,6 +70,13 @@ def jittered(delay: timedelta, spread: float = 0.1) -> float:
     return max(0.0, seconds * random.uniform(1 - spread, 1 + spread))
 
 
+def jittered_early(delay: timedelta, spread: float = 0.1) -> float:
+    """``delay`` in seconds, brought forward at random by up to ``spread`` of itself, never
+    later: a source polled ``every`` 15 minutes is polled within 15 minutes of its last poll."""
+    seconds = delay.total_seconds()
+    return max(0.0, seconds * random.uniform(1 - spread, 1.0))
+
+
 async def periodic(
     name: str,
     stop: asyncio.Event,

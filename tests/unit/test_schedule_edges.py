@@ -83,3 +83,11 @@ def test_only_sessions_that_take_place_open_a_window() -> None:
         (NOW - 24 * HOUR, NOW + 8 * HOUR),
         (NOW + 24 * HOUR, NOW + 49 * HOUR),  # without an end: an hour long
     ]
+
+
+def test_a_source_is_polled_again_within_its_interval_never_after() -> None:
+    from bot.scheduler import jittered_early
+
+    delays = [jittered_early(timedelta(minutes=15)) for _ in range(2000)]
+    assert all(13.5 * 60 <= d <= 15 * 60 for d in delays)
+    assert max(delays) - min(delays) > 60  # spread, so sources polled together drift apart
