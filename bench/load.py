@@ -148,6 +148,17 @@ def yaml_str(value: str) -> str:
 
 
 @dataclass
+def _pss(pid: int) -> int | None:
+    """Proportional set size of a process (shared pages divided among their sharers)."""
+    try:
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
+
+
 class ProcSample:
     at: float  # seconds since the commands started
     cpu: dict[str, float]  # role -> user + system seconds so far
@@ -219,6 +230,9 @@ class ProcWatch:
                     tree_rss += st[2] / 2**20
             cpu["bot_descendants"] = sum(self.worker_cpu.values())
             rss["bot_tree"] = tree_rss
+            if len(self.samples) % 4 == 0:  # every 2 s: smaps_rollup walks the page tables
+                pss = [_pss(pid) for pid in (bot, *descendants(bot))]
+                rss["bot_tree_pss"] = sum(p for p in pss if p is not None) / 2**20
         own = resource.getrusage(resource.RUSAGE_SELF)
         cpu["bench"] = own.ru_utime + own.ru_stime
         for role, value in rss.items():
@@ -1164,6 +1178,12 @@ def report(r: dict[str, Any]) -> str:
         out.append(
             f"  bot + descendants: RSS max {_f(r['processes']['bot_tree']['rss_mib_max_sampled'])} "
             "MiB (sum of resident sets, shared pages counted in each)"
+        )
+    if "bot_tree_pss" in r["processes"]:
+        out.append(
+            "  bot + descendants: PSS max "
+            f"{_f(r['processes']['bot_tree_pss']['rss_mib_max_sampled'])} MiB "
+            "(shared pages divided among the processes; sampled every 2 s)"
         )
     if "bot" in r["processes"]:
         out.append(
