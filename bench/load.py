@@ -147,7 +147,6 @@ def yaml_str(value: str) -> str:
 # ------------------------------------------------------------------------------- processes
 
 
-@dataclass
 def _pss(pid: int) -> int | None:
     """Proportional set size of a process (shared pages divided among their sharers)."""
     try:
@@ -159,6 +158,7 @@ def _pss(pid: int) -> int | None:
     return None
 
 
+@dataclass
 class ProcSample:
     at: float  # seconds since the commands started
     cpu: dict[str, float]  # role -> user + system seconds so far
