@@ -943,7 +943,8 @@ class LoadBench:
         if samples:
             first, final = samples[0], samples[-1]
             span = final.at - first.at
-            for role in sorted(set(final.cpu) | set(final.rss_mib)):
+            roles = set(final.cpu).union(*(set(x.rss_mib) for x in samples))
+            for role in sorted(roles):
                 cpu = final.cpu.get(role, 0.0) - first.cpu.get(role, 0.0)
                 rss_values = [s.rss_mib[role] for s in samples if role in s.rss_mib]
                 procs[role] = {
