@@ -128,7 +128,9 @@ def summary_ms(values: Sequence[float]) -> dict[str, Any]:
     }
 
 
-def child_env() -> dict[str, str]:
+def child_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment of a process the bench starts: no proxy, no platform credentials, the
+    repository importable; ``extra`` added."""
     env = {
         k: v
         for k, v in os.environ.items()
@@ -137,6 +139,7 @@ def child_env() -> dict[str, str]:
     }
     env["NO_PROXY"] = env["no_proxy"] = "*"
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH")) if p)
+    env.update(extra or {})
     return env
 
 

@@ -75,6 +75,7 @@ from urllib.parse import parse_qs, urlsplit
 import psycopg
 
 from bench.farm import KEYWORD
+from bench.load import child_env as load_child_env
 
 ROOT = Path(__file__).resolve().parent.parent
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -384,17 +385,7 @@ def start_farm(args: argparse.Namespace, work: Path, procs: Processes) -> Farm:
 
 
 def child_env(database: str | None = None) -> dict[str, str]:
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if k.lower() not in ("http_proxy", "https_proxy", "all_proxy")
-        and not k.startswith(("SLACK_", "MATRIX_", "TREATY_BOT_"))
-    }
-    env["NO_PROXY"] = env["no_proxy"] = "*"
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
-    if database is not None:
-        env["TREATY_BOT_DATABASE_URL"] = database
-    return env
+    return load_child_env({"TREATY_BOT_DATABASE_URL": database} if database else None)
 
 
 def write_config(work: Path, *, urls: Sequence[str], channels: Sequence[str], every: str) -> Path:

@@ -78,7 +78,7 @@ from typing import Any
 import aiohttp
 
 from bench.farm import FarmSettings, FarmThread, FeedFarm
-from bench.load import pct
+from bench.load import child_env, pct
 from bench.replicas import process_table, read_stat, tree
 from bench.run import code_version, machine
 
@@ -124,19 +124,6 @@ def free_port() -> int:
 
 def yaml_str(value: str) -> str:
     return json.dumps(value)  # a JSON string is a YAML flow scalar
-
-
-def child_env(extra: dict[str, str] | None = None) -> dict[str, str]:
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if k.lower() not in ("http_proxy", "https_proxy", "all_proxy")
-        and not k.startswith(("SLACK_", "MATRIX_", "TREATY_BOT_"))
-    }
-    env["NO_PROXY"] = env["no_proxy"] = "*"
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH")) if p)
-    env.update(extra or {})
-    return env
 
 
 def summary(values: Sequence[float], scale: float = 1.0, digits: int = 2) -> dict[str, Any]:
