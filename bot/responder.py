@@ -31,12 +31,14 @@ from bot.domain.commands import (
 from bot.domain.commands import answer as answer_command
 from bot.domain.follows import Follow, Person
 from bot.domain.home import HomeView, home_view
-from bot.domain.model import SourceHealth, SourceView
+from bot.domain.model import SourceCounts, SourceHealth, SourceView
+from bot.domain.replies import listed
 from bot.errors import Problem, StoreError
 from bot.people import person_of
 from bot.transports.base import Answer, Inbound
 
 if TYPE_CHECKING:
+    from bot.configuration.models import SourceConfig
     from bot.websub import WebSubSubscriber
 
 log = logging.getLogger(__name__)
@@ -52,6 +54,8 @@ class Responder:
         self.ctx = ctx
         self.websub = websub
         self._reload = reload
+        self._names: Mapping[str, str] = {}
+        self._names_of: object = None
 
     def is_admin(self, inbound: Inbound) -> bool:
         """Admins are listed per platform in bot.yaml; whoever types on the console is one."""
@@ -111,16 +115,16 @@ class Responder:
         ctx = self.ctx
         config, store = ctx.config, ctx.store
         events = await timeline.timeline(config, store)
-        views: list[SourceView] = []
+        views: tuple[SourceView, ...] = ()
+        counts = None
         if sources:
-            healths = await store.healths()
-            # thousands of sources take a while to describe: off the loop
-            views = await asyncio.to_thread(self._source_views, healths, dict(ctx.status))
+            views, counts = self.source_views(await store.healths())
         return CommandView(
             sessions=tuple(events),
             clauses=config.clauses(),
             news=tuple(await store.recent_news(50)),
-            sources=tuple(views),
+            sources=views,
+            source_counts=counts,
             tz=config.tz,
             is_admin=self.is_admin(inbound),
             status=StatusInfo(
@@ -131,7 +135,7 @@ class Responder:
                 replicas=await self._replicas(inbound),
                 shards=ctx.cluster.shards if ctx.cluster is not None else 0,
             ),
-            source_names={s.id: s.name for s in ctx.sources},
+            source_names=self._source_names(),
             treaty=await self.treaty_view(),
             calendar_url=timeline.calendar_url(config),
             follows=ctx.people.of(person_of(inbound)),
@@ -171,35 +175,46 @@ class Responder:
             return ()
         return tuple(ReplicaInfo(**d) for d in describe(rows, cluster.id, cluster.lease))
 
-    def _source_views(
-        self, healths: Mapping[str, SourceHealth], statuses: Mapping[str, SourceStatus]
-    ) -> list[SourceView]:
-        views = []
-        for source in self.ctx.sources:
-            status = statuses.get(source.id, SourceStatus())
-            health = healths.get(source.id, SourceHealth())
-            if status.last_success and (
-                health.last_success is None or status.last_success > health.last_success
-            ):
-                health = replace(health, last_success=status.last_success)
-            views.append(
-                SourceView(
-                    id=source.id,
-                    name=source.name,
-                    kind=source_kind(source),
-                    url=source.url,
-                    every=source.every,
-                    health=health,
-                    last_poll=status.last_poll,
-                    last_outcome=status.last_outcome,
-                    moved_to=status.moved_to,
-                    next_poll=status.next_poll,
-                    schedule=status.mode,
-                    interval=status.interval,
-                    pushed=self.websub.pushed(source.id),
-                )
-            )
-        return views
+    def source_views(
+        self, healths: Mapping[str, SourceHealth]
+    ) -> tuple[tuple[SourceView, ...], SourceCounts]:
+        """The sources a reply lists (``replies.listed``: failing ones first) described, and
+        all of them counted: ten thousand sources cost a count, not ten thousand descriptions."""
+        sources = self.ctx.sources
+        failing = {s.id for s in sources if (h := healths.get(s.id)) is not None and h.failures > 0}
+        shown = listed(sources, lambda s: s.id in failing)
+        views = tuple(self._source_view(s, healths.get(s.id, SourceHealth())) for s in shown)
+        return views, SourceCounts(len(sources), len(failing))
+
+    def _source_view(self, source: SourceConfig, health: SourceHealth) -> SourceView:
+        status = self.ctx.status.get(source.id, SourceStatus())
+        if status.last_success and (
+            health.last_success is None or status.last_success > health.last_success
+        ):
+            health = replace(health, last_success=status.last_success)
+        return SourceView(
+            id=source.id,
+            name=source.name,
+            kind=source_kind(source),
+            url=source.url,
+            every=source.every,
+            health=health,
+            last_poll=status.last_poll,
+            last_outcome=status.last_outcome,
+            moved_to=status.moved_to,
+            next_poll=status.next_poll,
+            schedule=status.mode,
+            interval=status.interval,
+            pushed=self.websub.pushed(source.id),
+        )
+
+    def _source_names(self) -> Mapping[str, str]:
+        """Each source's name by id (news lines name their source), kept per configuration."""
+        config = self.ctx.config
+        if self._names_of is not config:
+            self._names = {s.id: s.name for s in self.ctx.sources}
+            self._names_of = config
+        return self._names
 
     async def _settle_follows(self, inbound: Inbound, view: CommandView, reply: Reply) -> Reply:
         """Store the asker's new follows (answering again if they changed meanwhile)."""

@@ -142,3 +142,48 @@ async def test_polls_are_counted_per_source_up_to_a_thousand_sources(
         assert sample("treatybot_polls_total", {"source": "*", "outcome": "ok"}) == 2
         assert sample("treatybot_items_seen_total", {"source": "*"}) == 5
         assert sample("treatybot_polls_total", {"source": "f2", "outcome": "ok"}) is None
+
+
+async def test_thousands_of_sources_are_counted_and_only_the_listed_ones_described(
+    config_dir: ConfigFactory,
+) -> None:
+    """``feeds`` and ``status`` at 2,000 sources: every source counted, the failing ones
+    listed first, and no more sources described than a message lists."""
+    from bot.domain.model import SourceHealth, SourceRecord
+    from bot.domain.replies import FEEDS_SHOWN
+    from bot.domain.text import render_plain
+    from bot.store.base import Changes
+
+    count = 2000
+    directory = config_dir(
+        feeds="feeds:\n"
+        + "".join(
+            f"  - {{id: f{i}, name: Feed {i}, url: 'https://e.org/{i}'}}\n" for i in range(count)
+        )
+    )
+    async with App(load_config(directory), transports={"fake": Troubled()}) as app:
+        broken = SourceHealth(failures=3, last_error="HTTP 500")
+        await app.store.commit(
+            Changes(
+                sources=[SourceRecord("f1500", health=broken), SourceRecord("f7", health=broken)]
+            )
+        )
+        described: list[str] = []
+        real = app.websub.pushed
+
+        def pushed(source_id: str) -> bool:
+            described.append(source_id)
+            return real(source_id)
+
+        app.websub.pushed = pushed  # type: ignore[method-assign,assignment]
+        feeds = render_plain((await app.ask("feeds")).body)
+        assert f"{count} sources: {count - 2} ok, 2 failing." in feeds
+        assert feeds.index("Feed 7 ") < feeds.index("Feed 1500 ") < feeds.index("Feed 0 ")
+        assert f"and {count - FEEDS_SHOWN} more sources, failing ones listed first" in feeds
+        assert len(described) == FEEDS_SHOWN
+        status = render_plain((await app.ask("status")).body)
+        assert f"Sources ({count}, 2 failing):" in status
+        assert status.index("Feed 7 <") < status.index("Feed 1500 <") < status.index("Feed 0 <")
+        assert "Feed 1999 <" not in status
+        assert f"and {count - FEEDS_SHOWN} more sources" in status
+        assert len(described) == 2 * FEEDS_SHOWN

@@ -60,7 +60,7 @@ from bot.domain.follows import (
     known_state,
     remove_follow,
 )
-from bot.domain.model import Clause, NewsRecord, SessionEvent, SourceView
+from bot.domain.model import Clause, NewsRecord, SessionEvent, SourceCounts, SourceView
 from bot.domain.text import Rich
 from bot.domain.treaty import EntryIntoForceRule, TreatySource, TreatyStatus
 
@@ -184,9 +184,12 @@ class CommandView:
     sessions: tuple[SessionEvent, ...]
     clauses: tuple[Clause, ...]
     news: tuple[NewsRecord, ...]
+    #: every source, or (with ``source_counts``) those ``replies.listed`` of them
     sources: tuple[SourceView, ...]
     tz: ZoneInfo
     is_admin: bool = False
+    #: how many sources there are and fail, when ``sources`` holds only the listed ones
+    source_counts: SourceCounts | None = None
     status: StatusInfo | None = None
     source_names: Mapping[str, str] = field(default_factory=dict)
     #: the depositary's record (``None`` when treaty.yaml names no depositary)
@@ -550,7 +553,11 @@ def _news_answer(command: Command, view: CommandView, now: datetime) -> Reply:
 
 
 def _feeds_answer(command: Command, view: CommandView, now: datetime) -> Reply:
-    return Reply(replies.FEEDS_TITLE, replies.feeds_body(view.sources, view.tz, now), command.share)
+    return Reply(
+        replies.FEEDS_TITLE,
+        replies.feeds_body(view.sources, view.tz, now, view.source_counts),
+        command.share,
+    )
 
 
 def _with_treaty(body: Rich, view: CommandView, now: datetime) -> Rich:
@@ -805,7 +812,9 @@ def _status_answer(command: Command, view: CommandView, now: datetime) -> Reply:
         else []
     )
     return Reply(
-        replies.STATUS_TITLE, replies.status_body(runtime, view.sources, view.tz), command.share
+        replies.STATUS_TITLE,
+        replies.status_body(runtime, view.sources, view.tz, view.source_counts),
+        command.share,
     )
 
 

@@ -205,3 +205,12 @@ class SourceView:
     interval: timedelta | None = None
     #: a WebSub hub pushes the feed (polling is the safety net, at its longest interval)
     pushed: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class SourceCounts:
+    """How many sources are watched and how many of them fail, for a reply that describes
+    only some of them (thousands of sources are counted, not described)."""
+
+    total: int
+    failing: int

@@ -13,10 +13,11 @@ Two kinds of text meet here, and they are never mixed up:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING
+from itertools import islice
+from typing import TYPE_CHECKING, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from bot.domain import messages
@@ -24,7 +25,7 @@ from bot.domain.countries import clean_name
 from bot.domain.durations import humanize
 from bot.domain.follows import Follow
 from bot.domain.messages import subscribe_paragraph
-from bot.domain.model import Clause, NewsRecord, SessionEvent, SourceView
+from bot.domain.model import Clause, NewsRecord, SessionEvent, SourceCounts, SourceView
 from bot.domain.text import Block, Bullets, Paragraph, Rich, Span, bold, italic, link, para, shorten
 from bot.domain.timefmt import event_span, format_local, format_span
 from bot.domain.treaty import Participant, Standing, Statement, TreatyAction, TreatySource
@@ -630,8 +631,39 @@ def source_line(source: SourceView, tz: ZoneInfo, now: datetime | None = None) -
     return tuple(spans)
 
 
-def feeds_body(sources: Sequence[SourceView], tz: ZoneInfo, now: datetime | None = None) -> Rich:
-    if not sources:
+#: A chat message lists at most this many sources (failing ones first).
+FEEDS_SHOWN = 40
+
+T = TypeVar("T")
+
+
+def listed(items: Sequence[T], failing: Callable[[T], bool], limit: int = FEEDS_SHOWN) -> list[T]:
+    """The sources a message lists: all of them up to ``limit``; beyond, the failing ones
+    first (they matter most), then the others, each group in the configuration's order."""
+    if len(items) <= limit:
+        return list(items)
+    first = [i for i in items if failing(i)][:limit]
+    if len(first) < limit:
+        first += islice((i for i in items if not failing(i)), limit - len(first))
+    return first
+
+
+def counts_of(sources: Sequence[SourceView], counts: SourceCounts | None) -> SourceCounts:
+    """``counts`` when the caller counted every source, else those of ``sources``."""
+    if counts is not None:
+        return counts
+    return SourceCounts(len(sources), sum(1 for s in sources if _is_failing(s)))
+
+
+def feeds_body(
+    sources: Sequence[SourceView],
+    tz: ZoneInfo,
+    now: datetime | None = None,
+    counts: SourceCounts | None = None,
+) -> Rich:
+    """``sources``: every source, or (with ``counts``) those ``listed`` of them."""
+    total = counts_of(sources, counts)
+    if not total.total:
         return (
             para(
                 "No feeds or calendars are watched yet. Maintainers add them in ",
@@ -641,28 +673,25 @@ def feeds_body(sources: Sequence[SourceView], tz: ZoneInfo, now: datetime | None
                 ".",
             ),
         )
-    failing = [s for s in sources if _is_failing(s)]
-    shown = list(sources)
-    if len(shown) > FEEDS_SHOWN:  # too many for a message: the failing ones matter most
-        shown = (failing + [s for s in sources if not _is_failing(s)])[:FEEDS_SHOWN]
+    shown = listed(sources, _is_failing)
     body: list[Block] = [
         para(
-            f"{plural(len(sources), 'source')}: {len(sources) - len(failing)} ok, "
-            f"{len(failing)} failing."
+            f"{plural(total.total, 'source')}: {total.total - total.failing} ok, "
+            f"{total.failing} failing."
         ),
         Bullets(tuple(source_line(s, tz, now) for s in shown)),
     ]
-    if len(sources) > len(shown):
-        rest = len(sources) - len(shown)
-        body.append(para(f"… and {plural(rest, 'more source')}, failing ones listed first."))
+    if total.total > len(shown):
+        body.append(_more_sources(total.total - len(shown)))
     return tuple(body)
+
+
+def _more_sources(rest: int) -> Paragraph:
+    return para(f"… and {plural(rest, 'more source')}, failing ones listed first.")
 
 
 #: Characters of a moved source's new address shown.
 MOVED_LIMIT = 200
-
-#: A chat message lists at most this many sources (failing ones first).
-FEEDS_SHOWN = 40
 
 
 # ------------------------------------------------------------------------------- status
@@ -741,11 +770,21 @@ def status_source_line(source: SourceView, tz: ZoneInfo) -> tuple[Span, ...]:
     return tuple(spans)
 
 
-def status_body(runtime: list[Block], sources: Sequence[SourceView], tz: ZoneInfo) -> Rich:
+def status_body(
+    runtime: list[Block],
+    sources: Sequence[SourceView],
+    tz: ZoneInfo,
+    counts: SourceCounts | None = None,
+) -> Rich:
+    """``sources``: every source, or (with ``counts``) those ``listed`` of them."""
+    total = counts_of(sources, counts)
     blocks: list[Block] = list(runtime) if runtime else [para(STATUS_UNAVAILABLE)]
-    if sources:
-        blocks.append(para("Sources:"))
-        blocks.append(Bullets(tuple(status_source_line(s, tz) for s in sources)))
+    if total.total:
+        shown = listed(sources, _is_failing)
+        blocks.append(para(f"Sources ({total.total}, {total.failing} failing):"))
+        blocks.append(Bullets(tuple(status_source_line(s, tz) for s in shown)))
+        if total.total > len(shown):
+            blocks.append(_more_sources(total.total - len(shown)))
     else:
         blocks.append(para("No sources are watched."))
     return tuple(blocks)

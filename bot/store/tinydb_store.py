@@ -413,6 +413,9 @@ class TinyDBStore:
     def commit(self, changes: Changes) -> None:
         if not changes:
             return
+        # the healths of thousands of sources are kept decoded across commits (``feeds`` and
+        # ``status`` read them): only those of the sources this commit writes are decoded again
+        healths = self._decoded.get("healths")
         self._decoded.clear()
         source_ids = dict(self._source_ids)
         outbox_ids = dict(self._outbox_ids)
@@ -439,6 +442,11 @@ class TinyDBStore:
             raise
         self._seen.forget_written(remove=False)
         self._seen.remove(n for n in replaced if n not in self._kept)
+        if healths is not None:
+            for record in changes.sources:
+                doc = self._sources.get(doc_id=self._source_ids[record.id])
+                healths[record.id] = codec.health_from_json(dict(doc or {}))
+            self._decoded["healths"] = healths
 
     def _apply(self, changes: Changes, replaced: list[str]) -> None:
         for source, snap in changes.snapshots.items():

@@ -683,7 +683,7 @@ def test_status_for_admins() -> None:
         "Version 0.1.0 · up 2 days 3 hours (since Wed 25 Feb 2026, 08:00 CET)\n"
         "Queued alerts: 4\n"
         "Transports: console, slack (socket mode)\n"
-        "Sources:\n"
+        "Sources (3, 1 failing):\n"
         "• Human Rights Watch <https://www.hrw.org/rss/news>: last success "
         "Fri 27 Feb 2026, 10:50 CET · no errors\n"
         "• EFF Deeplinks <https://www.eff.org/rss>: last success Thu 26 Feb 2026, 11:00 CET "
@@ -784,3 +784,15 @@ def test_a_thousand_feeds_list_the_failing_first_and_stay_short() -> None:
     assert "1000 sources: 998 ok, 2 failing." in text
     assert text.index("Feed 500") < text.index("Feed 0") and "Feed 999" in text
     assert f"and {1000 - FEEDS_SHOWN} more sources" in text
+
+
+def test_a_message_lists_the_failing_sources_first_and_at_most_its_limit() -> None:
+    from bot.domain.replies import listed
+
+    def failing(n: int) -> bool:
+        return n % 10 == 3
+
+    assert listed(range(5), failing, limit=5) == [0, 1, 2, 3, 4]  # all fit: configured order
+    assert listed(range(6), failing, limit=5) == [3, 0, 1, 2, 4]
+    assert listed(range(100), failing, limit=5) == [3, 13, 23, 33, 43]  # failing fill it
+    assert listed(range(12), failing, limit=3) == [3, 0, 1]

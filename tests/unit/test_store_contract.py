@@ -457,6 +457,7 @@ def test_news_are_bounded_to_the_newest(backend: Backend) -> None:
 def test_a_commit_is_all_or_nothing(backend: Backend) -> None:
     store = backend.store()
     store.commit(Changes(sources=[source(1)], news=[news(1)]))
+    assert store.healths() == {"feed-1": source(1).health}  # read between commits
     before = backend.written()
     failing = Changes(
         sources=[source(2), source(1, failures=9)],
@@ -475,13 +476,21 @@ def test_a_commit_is_all_or_nothing(backend: Backend) -> None:
     assert store.deliveries(ALL_STATES) == [] and not store.has_delivery(failing.enqueue[0].key)
     assert store.recent_news(10) == [news(1)]
     assert store.snapshots() == {} and store.follows() == {}
+    assert store.healths() == {"feed-1": source(1).health}
     store.commit(failing)  # retried once the cause is gone
     assert store.source("feed-1") == source(1, failures=9)
+    assert store.healths() == {"feed-1": source(1, failures=9).health, "feed-2": source(2).health}
     store = backend.reopen(store)
     assert store.source("feed-2") == source(2)
     assert [r.key for r in store.deliveries()] == [failing.enqueue[0].key]
     assert store.recent_news(10) == [news(1), news(2)]
     assert store.snapshots() == {"sessions": SESSIONS} and store.follows() == {ANN: FOLLOWS[ANN]}
+    store.healths()
+    store.commit(Changes(sources=[source(2, failures=1)]))  # one source: the other is kept
+    assert store.healths() == {
+        "feed-1": source(1, failures=9).health,
+        "feed-2": source(2, failures=1).health,
+    }
 
 
 def test_a_quiet_commit_writes_nothing(backend: Backend) -> None:
