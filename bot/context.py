@@ -63,6 +63,8 @@ class SourceStatus:
     interval: timedelta | None = None
     mode: str | None = None
     next_poll: datetime | None = None
+    #: the last poll that brought a new body (or the first poll of this process)
+    changed_at: datetime | None = None
 
 
 @dataclass(eq=False)

@@ -351,15 +351,19 @@ class Poller:
         health = outcome.record.health
         now = self.ctx.clock.now()
         status = self.ctx.status_of(source.id)
+        changed = outcome.outcome == "ok"
+        if changed or status.changed_at is None:
+            status.changed_at = now
         plan = next_poll(
             schedule_of(source),
             status.interval,
-            changed=outcome.outcome == "ok",
+            changed=changed,
             failures=health.failures,
             backoff_cap=self.ctx.config.bot.fetch.backoff_cap,
             server_wait=outcome.wait,
             windows=self.ctx.windows,
             now=now,
+            quiet=now - status.changed_at,
         )
         delay = plan.delay
         if health.not_before is not None:

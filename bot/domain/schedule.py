@@ -4,8 +4,11 @@ Adaptive
     A feed's interval follows how often it changes, between ``every`` (the floor) and
     ``every_max`` (the ceiling): after a poll that brought a new body it halves (never under
     the floor), after each poll that brought nothing new it grows by half (never over the
-    ceiling). A feed that changes often is read often; one that sleeps for weeks costs its
-    publisher a request every ``every_max``.
+    ceiling), but not past half the time the feed has been quiet (since the last poll that
+    brought something new), and never shrinks. A feed that changes often is read often: one
+    that changes every two ``every`` stays at its floor, so each of its changes is read within
+    ``every``; one that sleeps for weeks costs its publisher a request every ``every_max``.
+    (Half the quiet time is the heuristic of HTTP caches, RFC 9111 4.2.2, made bolder.)
 
 Session-aware
     With ``during_sessions``, a feed is polled at that interval while a session of the timeline
@@ -33,6 +36,8 @@ from bot.domain.planner import next_poll_delay
 #: After a change the interval is divided by this; after nothing new, multiplied by GROWTH.
 SHRINK = 2.0
 GROWTH = 1.5
+#: An interval grows no longer than the time the feed has been quiet divided by this.
+QUIET_SHARE = 2.0
 #: Polling at ``during_sessions`` starts this long before a session.
 BEFORE_SESSION = timedelta(days=1)
 
@@ -87,8 +92,10 @@ def next_poll(
     server_wait: timedelta | None,
     windows: Sequence[Window],
     now: datetime,
+    quiet: timedelta | None = None,
 ) -> NextPoll:
-    """The next poll of a source after one that ``changed`` (a new body) or not."""
+    """The next poll of a source after one that ``changed`` (a new body) or not; ``quiet``:
+    how long since a poll last brought something new (``None``: not known)."""
     current = interval if interval is not None else schedule.every
     mode: Mode
     if failures > 0:
@@ -100,7 +107,10 @@ def next_poll(
     elif changed:
         current, mode = max(schedule.every, current / SHRINK), "adaptive"
     else:
-        current, mode = min(schedule.every_max, current * GROWTH), "adaptive"
+        grown = current * GROWTH
+        if quiet is not None:  # not past half the quiet time, and never shorter
+            grown = min(grown, max(current, quiet / QUIET_SHARE))
+        current, mode = min(schedule.every_max, grown), "adaptive"
     current = min(max(current, schedule.every), max(schedule.every_max, schedule.every))
     delay = current
     during = schedule.during_sessions

@@ -41,10 +41,16 @@ async def test_the_poll_job_stretches_quiet_feeds_and_heeds_the_server(
     clock = FixedClock(NOW)
     async with App(load_config(directory), clock=clock, stream=io.StringIO()) as app:
         quiet, cached = app.config.feeds
-        delays = [await app.poller.job(quiet) for _ in range(5)]  # a new body, then 304s
+        delays = [await app.poller.job(quiet)]
+        for _ in range(6):  # a new body, then 304s, each poll when the last one said
+            clock.set(clock.now() + delays[-1])
+            delays.append(await app.poller.job(quiet))
+        # grown by half after each 304, but not past half the time since the new body
         assert delays == [
             timedelta(minutes=30),
-            timedelta(minutes=45),
+            timedelta(minutes=30),  # quiet for 30 minutes: 15 would do, the floor is 30
+            timedelta(minutes=30),
+            timedelta(minutes=45),  # quiet for 90 minutes
             timedelta(minutes=67.5),
             timedelta(minutes=101.25),
             timedelta(hours=2),

@@ -25,6 +25,7 @@ def poll(
     wait: timedelta | None = None,
     windows: list[tuple[datetime, datetime]] | None = None,
     now: datetime = NOW,
+    quiet: timedelta | None = None,
 ) -> tuple[timedelta, timedelta, str, bool]:
     plan = next_poll(
         schedule,
@@ -35,6 +36,7 @@ def poll(
         server_wait=wait,
         windows=windows or [],
         now=now,
+        quiet=quiet,
     )
     return plan.interval, plan.delay, plan.mode, plan.server
 
@@ -55,6 +57,65 @@ def test_a_quiet_feed_stretches_to_its_ceiling_and_a_change_brings_it_back() -> 
     assert delay == 30 * M  # never under the floor
     _, delay, _, _ = poll(FEED, interval, changed=True)
     assert delay == 30 * M
+
+
+def test_a_feed_is_never_read_more_rarely_than_half_the_time_it_has_been_quiet() -> None:
+    """After nothing new the interval grows by half, but not past half the quiet time, and
+    never shrinks: right after a change a feed is read at least as often as before."""
+    feed = Schedule(every=M, every_max=6 * M)
+    assert poll(feed, M, quiet=M)[0] == M  # quiet for a minute: 30 s would do, the floor is 1m
+    assert poll(feed, M, quiet=3 * M)[0] == 1.5 * M  # grown by half, under half the quiet time
+    assert poll(feed, 1.5 * M, quiet=4 * M)[0] == 2 * M  # half the quiet time
+    assert poll(feed, 4 * M, quiet=M)[0] == 4 * M  # never shorter after nothing new
+    assert poll(feed, 5 * M, quiet=60 * M)[0] == 6 * M  # never over the ceiling
+    assert poll(feed, 4 * M, quiet=M, changed=True)[0] == 2 * M  # a change halves it
+
+
+def simulate(
+    changes_every: timedelta, floor: timedelta, ceiling: timedelta, until: timedelta
+) -> tuple[list[timedelta], list[timedelta]]:
+    """A feed that changes every ``changes_every`` polled as the schedule says, on a fixed
+    clock: the delays between its polls and how long each change waited for one."""
+    feed = Schedule(every=floor, every_max=ceiling)
+    t, interval, changed_at = timedelta(0), None, None
+    seen_change = timedelta(0)  # the last change a poll has read (one at 0: the first body)
+    delays, waits = [], []
+    while t < until:
+        latest = changes_every * (t // changes_every)  # the newest change made by now
+        changed = changed_at is None or latest > seen_change
+        if changed and changed_at is not None:
+            waits.extend(t - c for c in _range(seen_change + changes_every, latest, changes_every))
+        if changed:
+            changed_at, seen_change = t, latest
+        assert changed_at is not None
+        interval, delay, _, _ = poll(feed, interval, changed=changed, quiet=t - changed_at)
+        delays.append(delay)
+        t += delay
+    return delays, waits
+
+
+def _range(first: timedelta, last: timedelta, step: timedelta) -> list[timedelta]:
+    out = []
+    while first <= last:
+        out.append(first)
+        first += step
+    return out
+
+
+def test_a_feed_that_changes_every_two_floors_stays_at_its_floor() -> None:
+    """The bench's changing feeds: each change is read within ``every``."""
+    delays, waits = simulate(2 * M + timedelta(seconds=7), M, 6 * M, timedelta(hours=2))
+    assert set(delays) == {M}
+    assert waits and max(waits) <= M
+
+
+def test_a_feed_that_changes_rarely_is_read_at_half_its_pace_and_one_that_sleeps_rarely() -> None:
+    delays, waits = simulate(20 * M, M, 60 * M, timedelta(hours=10))
+    assert max(delays) <= 10 * M + timedelta(seconds=1)  # half of its 20 minutes
+    assert max(waits) <= 10 * M and len(delays) < 10 * 60 / 4  # fewer than one every 4 min
+    never, _ = simulate(timedelta(days=365), M, 6 * M, timedelta(hours=1))
+    assert never[:7] == [M, M, M, 1.5 * M, 2.25 * M, 3.375 * M, 5.0625 * M]
+    assert set(never[7:]) == {6 * M}
 
 
 def test_a_fixed_schedule_never_moves() -> None:
