@@ -971,6 +971,17 @@ class LoadBench:
                 )
             procs["bot"]["cpu_share_busiest_10s"] = round(busiest, 3)
             procs["span_s"] = round(span, 1)
+            # after the first poll of every feed: what the bot costs while it keeps up
+            after = [x for x in samples if cold_end is not None and x.at >= cold_end]
+            if len(after) >= 2 and after[-1].at > after[0].at:
+                steady_span = after[-1].at - after[0].at
+                for role in ("bot", "bot_descendants"):
+                    if role in procs:
+                        used = after[-1].cpu.get(role, 0.0) - after[0].cpu.get(role, 0.0)
+                        procs[role]["cpu_share_after_first_round"] = round(used / steady_span, 3)
+                pss = [x.rss_mib["bot_tree_pss"] for x in after if "bot_tree_pss" in x.rss_mib]
+                if pss and "bot_tree_pss" in procs:
+                    procs["bot_tree_pss"]["mib_max_after_first_round"] = round(max(pss), 1)
         for role, value in hwm.items():
             if role in procs and value is not None:
                 procs[role]["vm_hwm_mib"] = round(value, 1)
@@ -1193,6 +1204,13 @@ def report(r: dict[str, Any]) -> str:
         out.append(
             f"  bot's busiest 10 s: {r['processes']['bot']['cpu_share_busiest_10s']:.2f} of a core"
         )
+        steady = [
+            f"{role} {r['processes'][role]['cpu_share_after_first_round']:.3f}"
+            for role in ("bot", "bot_descendants")
+            if "cpu_share_after_first_round" in r["processes"].get(role, {})
+        ]
+        if steady:
+            out.append("  CPU after the first round, share of a core: " + ", ".join(steady))
     out.append(f"  load average at the end: {[round(x, 2) for x in r['load_at_end']]}")
     return "\n".join(out)
 
