@@ -63,7 +63,7 @@ class SourceStatus:
     interval: timedelta | None = None
     mode: str | None = None
     next_poll: datetime | None = None
-    #: the last poll that brought a new body (or the first poll of this process)
+    #: the last poll that found new items (or the first poll of this process)
     changed_at: datetime | None = None
 
 

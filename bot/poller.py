@@ -351,7 +351,10 @@ class Poller:
         health = outcome.record.health
         now = self.ctx.clock.now()
         status = self.ctx.status_of(source.id)
-        changed = outcome.outcome == "ok"
+        # a feed changes when it lists new items (not when only its build date moved)
+        changed = outcome.outcome == "ok" and (
+            outcome.new_items > 0 or not isinstance(source, FeedConfig)
+        )
         if changed or status.changed_at is None:
             status.changed_at = now
         plan = next_poll(

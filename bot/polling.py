@@ -62,6 +62,9 @@ class PollOutcome:
     treaty: TreatySnapshot | None = None
     #: how long the server asked to be left alone (Cache-Control max-age, Retry-After)
     wait: timedelta | None = None
+    #: items a feed had not listed before: what adaptive polling counts as a change (a body
+    #: that differs only by a build date or an edit does not bring a feed's next poll closer)
+    new_items: int = 0
     #: the WebSub hub the feed advertises, when the poll looked for one (``hub_checked``)
     hub: Hub | None = None
     hub_checked: bool = False
@@ -243,6 +246,7 @@ async def read_feed(
         None,
         len(parsed.items),
         wait=fetched.wait,
+        new_items=plan.new_items,
     )
 
 

@@ -65,6 +65,8 @@ class FeedPlan:
     alerts: tuple[Alert, ...]
     news: tuple[NewsRecord, ...]
     changed: bool
+    #: items the feed had not listed before (none at a first poll: it only remembers)
+    new_items: int = 0
 
 
 def _order_oldest_first(items: Sequence[FeedItem]) -> list[FeedItem]:
@@ -156,7 +158,9 @@ def plan_feed(
         or seen != dict(state.seen)
         or fingerprints != dict(state.fingerprints)
     )
-    return FeedPlan(new_state, tuple(alerts), news, changed)
+    return FeedPlan(
+        new_state, tuple(alerts), news, changed, len(new_items) if state.initialized else 0
+    )
 
 
 def fingerprint(item: FeedItem) -> str | None:

@@ -2,10 +2,10 @@
 
 Adaptive
     A feed's interval follows how often it changes, between ``every`` (the floor) and
-    ``every_max`` (the ceiling): after a poll that brought a new body it halves (never under
-    the floor), after each poll that brought nothing new it grows by half (never over the
-    ceiling), but not past half the time the feed has been quiet (since the last poll that
-    brought something new), and never shrinks. A feed that changes often is read often: one
+    ``every_max`` (the ceiling): after a poll that found new items it halves (never under the
+    floor), after each poll that found none it grows by half (never over the ceiling), but
+    not past half the time the feed has been quiet (since the last poll that found new
+    items), and never shrinks. A feed that changes often is read often: one
     that changes every two ``every`` stays at its floor, so each of its changes is read within
     ``every``; one that sleeps for weeks costs its publisher a request every ``every_max``.
     (Half the quiet time is the heuristic of HTTP caches, RFC 9111 4.2.2, made bolder.)
@@ -94,7 +94,7 @@ def next_poll(
     now: datetime,
     quiet: timedelta | None = None,
 ) -> NextPoll:
-    """The next poll of a source after one that ``changed`` (a new body) or not; ``quiet``:
+    """The next poll of a source after one that ``changed`` (found new items) or not; ``quiet``:
     how long since a poll last brought something new (``None``: not known)."""
     current = interval if interval is not None else schedule.every
     mode: Mode

@@ -60,6 +60,38 @@ async def test_the_poll_job_stretches_quiet_feeds_and_heeds_the_server(
         assert "every 30 minutes, next in 2 hours, adaptive (now every 2 hours)" in answer
 
 
+def rss(build: int, *extra: str) -> bytes:
+    items = "".join(f"<item><guid>{k}</guid><title>Cybercrime {k}</title></item>" for k in extra)
+    return (
+        '<?xml version="1.0"?><rss version="2.0"><channel><title>T</title>'
+        f"<lastBuildDate>Thu, 03 Dec 2026 09:{build:02d}:00 GMT</lastBuildDate>"
+        f"<item><guid>a</guid><title>Cybercrime one</title></item>{items}</channel></rss>"
+    ).encode()
+
+
+async def test_only_new_items_bring_a_feed_closer_not_a_new_build_date(
+    config_dir: ConfigFactory, server: FeedServer
+) -> None:
+    """A feed whose body differs at every request (its build date) but lists nothing new is
+    stretched like a quiet one; a new item halves its interval."""
+    server.serve("/busy.xml", rss(0))
+    directory = config_dir(
+        feeds=f'feeds:\n  - {{id: busy, url: "{server.url("/busy.xml")}", every: 30m}}\n'
+    )
+    clock = FixedClock(NOW)
+    async with App(load_config(directory), clock=clock, stream=io.StringIO()) as app:
+        (busy,) = app.config.feeds
+        delays = [await app.poller.job(busy)]
+        for build in range(1, 6):
+            clock.set(clock.now() + delays[-1])
+            server.serve("/busy.xml", rss(build))
+            delays.append(await app.poller.job(busy))
+        assert [d / timedelta(minutes=1) for d in delays] == [30, 30, 30, 45, 67.5, 101.25]
+        clock.set(clock.now() + delays[-1])
+        server.serve("/busy.xml", rss(7, "b"))
+        assert await app.poller.job(busy) == delays[-1] / 2
+
+
 async def test_the_schedule_runs_each_source_again_forgets_removed_ones_and_survives_errors(
     config_dir: ConfigFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:

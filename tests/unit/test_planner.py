@@ -49,7 +49,7 @@ def test_first_poll_announces_nothing_but_remembers_everything() -> None:
     plan = plan_feed(rule(), FeedState(), [item(1), item(2)], NOW, TZ)
     assert plan.alerts == ()
     assert plan.state.initialized and set(plan.state.seen) == {"id-1", "id-2"}
-    assert plan.changed
+    assert plan.changed and plan.new_items == 0  # what a feed lists at first is not new
 
 
 def test_empty_first_poll_still_counts_as_first() -> None:
@@ -69,8 +69,9 @@ def test_new_matching_item_is_announced_once() -> None:
     state = plan_feed(rule(), FeedState(), [item(1)], NOW, TZ).state
     plan = plan_feed(rule(), state, [item(2), item(1), item(3, "unrelated")], NOW, TZ)
     assert [a.title for a in plan.alerts] == ["cybercrime news 2"]
+    assert plan.new_items == 2  # matching or not: the feed changed
     again = plan_feed(rule(), plan.state, [item(2), item(1), item(3, "unrelated")], NOW, TZ)
-    assert again.alerts == () and not again.changed
+    assert again.alerts == () and not again.changed and again.new_items == 0
 
 
 def test_edited_item_is_not_new() -> None:
