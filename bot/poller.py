@@ -52,6 +52,10 @@ ROUND_BATCH = 1.0
 #: take-over of shards, over this many (so thousands of sources do not start at once).
 FIRST_SPREAD = 5.0
 LATER_SPREAD = 0.5
+#: The second poll of a source in this process comes this much earlier at most (a share of its
+#: interval): sources first polled together are spread over their interval, so that ten
+#: thousand of them are not due again in the same minutes, round after round.
+SETTLE_SPREAD = 0.9
 #: A poll that could not be recorded is repeated after this long.
 RETRY_RECORD = timedelta(minutes=1)
 #: A turn that failed unexpectedly is run again after this long.
@@ -108,6 +112,10 @@ class Poller:
         self.started = False
         #: the sources whose first poll since the start is not recorded yet
         self._first: set[str] = set()
+        #: the sources not yet polled since they were scheduled here, and those whose next
+        #: poll is spread over their interval (``SETTLE_SPREAD``)
+        self._settling: set[str] = set()
+        self._spread_next: set[str] = set()
         self._on_first_round = on_first_round
 
     def configure(self) -> None:
@@ -137,6 +145,8 @@ class Poller:
         for source_id, source in list(self._wanted.items()):
             if wanted.get(source_id) != source:
                 del self._wanted[source_id]
+                self._settling.discard(source_id)
+                self._spread_next.discard(source_id)
                 self._due_at.pop(source_id, None)
                 turn = self._turns.pop(source_id, None)
                 if turn is not None:
@@ -147,6 +157,7 @@ class Poller:
         for source in wanted.values():
             if source.id not in self._wanted:
                 self._wanted[source.id] = source
+                self._settling.add(source.id)
                 self._schedule(
                     source.id, random.uniform(0, min(spread, source.every.total_seconds()))
                 )
@@ -199,7 +210,11 @@ class Poller:
             if self._turns.get(source.id) is asyncio.current_task():
                 del self._turns[source.id]
         if self._wanted.get(source.id) is source and not self.ctx.stop_event.is_set():
-            self._schedule(source.id, jittered_early(delay))
+            spread = SETTLE_SPREAD if source.id in self._spread_next else 0.1
+            self._spread_next.discard(source.id)
+            wait = jittered_early(delay, spread)
+            self.ctx.status_of(source.id).next_poll = self.ctx.clock.now() + timedelta(seconds=wait)
+            self._schedule(source.id, wait)
 
     async def job(self, source: SourceConfig) -> timedelta:
         """One turn of a source's task: poll it, wait for the record, and say when to poll
@@ -373,6 +388,12 @@ class Poller:
             delay = max(delay, health.not_before - now)
         if isinstance(source, FeedConfig) and self.websub.pushed(source.id):
             delay = max(delay, source.ceiling)  # pushed: polling is only the safety net
+        if source.id in self._settling:
+            # its first poll here: the next is spread over the interval, unless the source
+            # backs off or its server asked for a wait
+            self._settling.discard(source.id)
+            if plan.mode in ("fixed", "adaptive") and not plan.server and delay == plan.delay:
+                self._spread_next.add(source.id)
         status.interval, status.mode, status.next_poll = plan.interval, plan.mode, now + delay
         return delay
 

@@ -137,3 +137,37 @@ async def test_the_schedule_runs_each_source_again_forgets_removed_ones_and_surv
         assert turns["b"] <= before["b"] + 1 and turns["c"] <= before["c"] + 1  # one under way
         app.request_stop()
         await app.supervisor.stop()
+
+
+async def test_sources_polled_together_are_spread_over_their_interval_from_the_second_poll(
+    config_dir: ConfigFactory, server: FeedServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A hundred feeds first polled together are due again anywhere in their interval (never
+    later than it), so that they do not stay bunched round after round; from then on a poll
+    is brought forward by 10 % at most. ``feeds`` says when each is due."""
+    import asyncio
+
+    import bot.poller
+
+    monkeypatch.setattr(bot.poller, "FIRST_SPREAD", 0.01)
+    count, every = 100, timedelta(minutes=15)  # the default every
+    for n in range(count):
+        server.serve(f"/{n}.xml", RSS, etag=f'"{n}"')
+    directory = config_dir(
+        feeds="feeds:\n"
+        + "".join(f'  - {{id: f{n}, url: "{server.url(f"/{n}.xml")}"}}\n' for n in range(count))
+    )
+    clock = FixedClock(NOW)
+    async with App(load_config(directory), clock=clock, stream=io.StringIO()) as app:
+        app.poller.sync(first_run=True)
+        async with asyncio.timeout(60):
+            while any(app.ctx.status_of(f.id).next_poll is None for f in app.config.feeds):
+                await asyncio.sleep(0.05)
+        waits = [app.ctx.status_of(f.id).next_poll - NOW for f in app.config.feeds]
+        assert all(0.1 * every <= w <= every for w in waits), sorted(waits)[:3]
+        assert min(waits) < 0.3 * every and max(waits) > 0.8 * every
+        for feed in app.config.feeds[:20]:  # their second turn: 10 % earlier at most
+            await app.poller._turn(feed)
+            assert 0.9 * every <= app.ctx.status_of(feed.id).next_poll - NOW <= every
+        app.request_stop()
+        await app.supervisor.stop()
