@@ -537,3 +537,59 @@ def test_reminders_and_session_snapshots_round_trip_and_are_replaced(tmp_path: P
     assert last.reminders() == later and last.snapshot("sessions") == moved
     assert last.clause_snapshot() == ClauseSnapshot(True, {"art-4": "open"})
     last.close()
+
+
+def test_the_file_is_exactly_the_state_though_only_changed_sources_are_encoded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each commit re-encodes only the sources it writes, and what reaches the disk is still
+    exactly the whole state: after inserts, updates, a failed write and its retry."""
+    import random
+
+    from bot.store import tinydb_store
+
+    path = tmp_path / "state.json"
+    store = TinyDBStore(path)
+    encoded: list[object] = []
+    real = tinydb_store._dumps
+
+    def counting(value: object) -> str:
+        encoded.append(value)
+        return real(value)
+
+    monkeypatch.setattr(tinydb_store, "_dumps", counting)
+    rng = random.Random(7)
+
+    def check() -> None:
+        written = path.read_text()
+        assert json.loads(written) == store._storage.read()
+        assert written == json.dumps(
+            store._storage.read(), separators=(",", ":"), ensure_ascii=False
+        )
+
+    store.commit(Changes(sources=[record(n) for n in range(200)]))
+    check()
+    for turn in range(30):
+        changed = rng.sample(range(220), 5)  # some of them new
+        encoded.clear()
+        store.commit(
+            Changes(
+                sources=[
+                    replace(record(n), health=SourceHealth(failures=turn + 1)) for n in changed
+                ]
+            )
+        )
+        check()
+        docs = [v for v in encoded if isinstance(v, dict) and "health" in v]
+        assert len(docs) == len(changed)  # not the two hundred others
+    with monkeypatch.context() as failing:
+        failing.setattr(os, "replace", lambda *a: (_ for _ in ()).throw(OSError(28, "full")))
+        with pytest.raises(StoreError):
+            store.commit(Changes(sources=[replace(record(3), health=SourceHealth(failures=99))]))
+    store.commit(Changes(sources=[replace(record(4), health=SourceHealth(failures=98))]))
+    check()
+    assert store.source("feed-3").health.failures != 99
+    store.close()
+    again = TinyDBStore(path)
+    assert again.source("feed-4").health.failures == 98
+    again.close()
