@@ -148,6 +148,8 @@ async def test_sources_polled_together_are_spread_over_their_interval_from_the_s
     import asyncio
 
     import bot.poller
+    from bot.configuration.models import SourceConfig
+    from bot.polling import PollOutcome
 
     monkeypatch.setattr(bot.poller, "FIRST_SPREAD", 0.01)
     count, every = 100, timedelta(minutes=15)  # the default every
@@ -159,10 +161,19 @@ async def test_sources_polled_together_are_spread_over_their_interval_from_the_s
     )
     clock = FixedClock(NOW)
     async with App(load_config(directory), clock=clock, stream=io.StringIO()) as app:
+        planned = asyncio.Event()
+        real = app.poller.next_delay
+
+        def next_delay(source: SourceConfig, outcome: PollOutcome) -> timedelta:
+            planned.set()
+            return real(source, outcome)
+
+        monkeypatch.setattr(app.poller, "next_delay", next_delay)
         app.poller.sync(first_run=True)
         async with asyncio.timeout(60):
             while any(app.ctx.status_of(f.id).next_poll is None for f in app.config.feeds):
-                await asyncio.sleep(0.05)
+                planned.clear()
+                await planned.wait()
         waits = [app.ctx.status_of(f.id).next_poll - NOW for f in app.config.feeds]
         assert all(0.1 * every <= w <= every for w in waits), sorted(waits)[:3]
         assert min(waits) < 0.3 * every and max(waits) > 0.8 * every
