@@ -210,9 +210,11 @@ class Poller:
             if self._turns.get(source.id) is asyncio.current_task():
                 del self._turns[source.id]
         if self._wanted.get(source.id) is source and not self.ctx.stop_event.is_set():
-            spread = SETTLE_SPREAD if source.id in self._spread_next else 0.1
-            self._spread_next.discard(source.id)
-            wait = jittered_early(delay, spread)
+            if source.id in self._spread_next:
+                self._spread_next.discard(source.id)
+                wait = jittered_early(delay, SETTLE_SPREAD)
+            else:
+                wait = jittered_early(delay)
             self.ctx.status_of(source.id).next_poll = self.ctx.clock.now() + timedelta(seconds=wait)
             self._schedule(source.id, wait)
 
