@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
 
 
@@ -14,10 +15,17 @@ def write_atomically(path: Path, payload: bytes) -> None:
     A temporary file in the same directory (a rename across file systems is a copy) is written
     and fsynced, renamed over ``path``, and the directory is fsynced. Owner-only permissions.
     """
+    write_parts_atomically(path, (payload,))
+
+
+def write_parts_atomically(path: Path, parts: Iterable[bytes | str]) -> None:
+    """``write_atomically`` of the concatenation of ``parts`` (text encoded as UTF-8), written
+    one after the other: a large file is never one string in memory."""
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as handle:
-            handle.write(payload)
+            for part in parts:
+                handle.write(part.encode() if isinstance(part, str) else part)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)

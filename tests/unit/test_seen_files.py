@@ -10,6 +10,7 @@ import os
 import re
 import stat
 import time
+from collections.abc import Iterable
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -210,10 +211,10 @@ def test_a_state_that_cannot_be_written_says_why_and_names_the_file(
     path = tmp_path / "state.json"
     store = TinyDBStore(path)
 
-    def refuse(target: Path, payload: bytes) -> None:
+    def refuse(target: Path, parts: Iterable[bytes | str]) -> None:
         raise error
 
-    monkeypatch.setattr(tinydb_store, "write_atomically", refuse)
+    monkeypatch.setattr(tinydb_store, "write_parts_atomically", refuse)
     with pytest.raises(StoreError) as raised:
         store.commit(Changes(sources=[SourceRecord("hrw")]))
     assert raised.value.detail == f"cannot write: {reason}; the previous state is kept"
