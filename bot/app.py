@@ -44,6 +44,7 @@ from bot.polling import PollOutcome
 from bot.responder import Responder
 from bot.scheduler import Supervisor, periodic
 from bot.sources.http import HttpFetcher
+from bot.sources.parsing import QUIET_BELOW
 from bot.sources.websub import HubAnswer, request_hub
 from bot.storage import open_store, state_location
 from bot.store.runner import AsyncStore
@@ -66,8 +67,9 @@ HEALTH_INTERVALS = 3
 LAG_PROBE = 0.5
 #: How often the configuration files are checked for changes (seconds).
 CONFIG_POLL = 2.0
-#: Parser worker processes left idle this long are stopped (started again when needed).
-PARSERS_IDLE = timedelta(minutes=10)
+#: How often the parser worker processes are looked at: stopped when they parsed fewer than
+#: ``parsing.QUIET_BELOW`` bodies since (started again when many bodies arrive at once).
+PARSERS_CHECK = timedelta(minutes=1)
 #: How long a stop may spend delivering what is due (seconds).
 SHUTDOWN_BUDGET = 10.0
 #: How often reminders and YAML edits are looked at while running.
@@ -457,7 +459,7 @@ class App:
                 "parsers",
                 self.stop_event,
                 self._parsers_job,
-                first_delay=PARSERS_IDLE.total_seconds(),
+                first_delay=PARSERS_CHECK.total_seconds(),
             ),
         )
         self.poller.sync(first_run=True)
@@ -549,10 +551,16 @@ class App:
         return SESSIONS_EVERY
 
     async def _parsers_job(self) -> timedelta:
-        """Between negotiation weeks most polls are 304s: parser workers idle that long go."""
-        if self.ctx.parsers.close_if_idle(PARSERS_IDLE.total_seconds()):
-            log.info("parser processes stopped after %s idle", PARSERS_IDLE)
-        return PARSERS_IDLE / 2
+        """Between negotiation weeks most polls are 304s or the same body: a changed feed now
+        and then is parsed in a thread, and the workers' memory is given back."""
+        if await self.ctx.parsers.close_if_quiet():
+            log.info(
+                "parser processes stopped: fewer than %d large bodies in the last %s; "
+                "parsing in a thread until many arrive at once",
+                QUIET_BELOW,
+                PARSERS_CHECK,
+            )
+        return PARSERS_CHECK
 
     async def _hub_request(self, hub: str, form: Mapping[str, str]) -> HubAnswer:
         return await request_hub(self.ctx.fetcher, hub, form)

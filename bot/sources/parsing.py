@@ -1,11 +1,19 @@
-"""Where feeds and calendars are parsed: worker processes, so that parsing uses every core and
-never holds the event loop.
+"""Where feeds and calendars are parsed: worker processes while there is much to parse, so
+that parsing uses every core and never holds the event loop, and a thread otherwise.
 
 Parsing is pure CPU work in Python (feedparser, icalendar): in a thread it holds the GIL, so
-the loop stalls while a large feed is read and the second core idles. Bodies of at least
+the loop slows while a large feed is read and the second core idles. Bodies of at least
 ``IN_PROCESS_BELOW`` bytes go to a small pool of worker processes, forked from a server that
 imported the parsers once; smaller ones (most real feeds, every test fixture) are parsed in a
 thread, where a worker's round trip would cost more than the parse.
+
+The workers and their server hold some 50 MB between them, which pays while thousands of
+bodies arrive together (the first round, a session day) and not while a changed feed comes
+now and then. So the workers start with the bot, and stop once they parse fewer than
+``QUIET_BELOW`` bodies in a minute (``close_if_quiet``); a large body then goes to a thread
+(a 70 KB feed is some 10 ms of the interpreter, the loop waiting at most one switch interval,
+5 ms, at a time) unless ``THREADS_BEFORE_WORKERS`` of them are being parsed already, in which
+case the workers start again. Bodies over ``THREAD_AT_MOST`` always go to a worker.
 
 A worker that dies (killed by the kernel on a memory limit, a crash in a C extension) breaks
 the pool: the pool is replaced and the parse tried once more in a fresh one; a body that kills
@@ -20,8 +28,8 @@ import functools
 import importlib
 import logging
 import multiprocessing
+import multiprocessing.forkserver
 import os
-import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -40,6 +48,15 @@ log = logging.getLogger(__name__)
 
 #: Bodies smaller than this are parsed in a thread of this process.
 IN_PROCESS_BELOW = 32 * 1024
+#: With no workers running, a large body is parsed in a thread unless this many large bodies
+#: are being parsed in threads already: then the workers start again.
+THREADS_BEFORE_WORKERS = 3
+#: Bodies larger than this always go to a worker: what parsing them costs in memory, and a
+#: crash, stays out of this process.
+THREAD_AT_MOST = 512 * 1024
+#: The workers are stopped when they parsed fewer bodies than this since the last check (a
+#: minute apart in ``treaty-bot run``).
+QUIET_BELOW = 60
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -61,6 +78,22 @@ PRELOAD = [module for module, _ in PARSERS.values()]
 def parse_by_name(name: str, *args: Any, **kwargs: Any) -> Any:
     module, function = PARSERS[name]
     return getattr(importlib.import_module(module), function)(*args, **kwargs)
+
+
+def _stop_pool(pool: ProcessPoolExecutor) -> None:
+    """Wait for the workers to exit, then stop the server they were forked from (blocking).
+
+    The server is stopped through the standard library's own (private) ``_stop``, the one its
+    tests use; without it (another Python) the server is left running, which costs memory
+    only. The next pool starts a server again."""
+    pool.shutdown(wait=True)
+    forkserver = getattr(multiprocessing.forkserver, "_forkserver", None)
+    stop = getattr(forkserver, "_stop", None)
+    if callable(stop):
+        try:
+            stop()
+        except OSError:  # already gone
+            log.debug("the parsers' fork server was already stopped", exc_info=True)
 
 
 class ParserCrashed(Exception):
@@ -99,7 +132,12 @@ class Parsers:
         self._warming: asyncio.Task[object] | None = None
         self.started_pools = 0
         self._busy = 0
-        self._last_used = time.monotonic()
+        #: large bodies parsed by the workers since the last ``close_if_quiet``
+        self._parsed_in_pool = 0
+        #: large bodies being parsed in threads now (no workers running)
+        self._large_in_threads = 0
+        #: a pool started since the last ``close_if_quiet``: it gets a whole period
+        self._started_since_check = False
 
     def _new_pool(self) -> ProcessPoolExecutor:
         """A pool whose workers all run (blocking: the fork server imports the parsers first,
@@ -123,6 +161,7 @@ class Parsers:
                 if self._pool is None:
                     self._pool = await asyncio.to_thread(self._new_pool)
                     self.started_pools += 1
+                    self._started_since_check = True
         return self._pool
 
     def warm_up(self) -> None:
@@ -137,6 +176,8 @@ class Parsers:
         except Exception:  # the first parse will start a pool again and report what fails
             log.warning("parser processes could not be started in advance", exc_info=True)
             return None
+        finally:
+            self._warming = None
 
     def _replace(self, broken: ProcessPoolExecutor) -> None:
         if self._pool is broken:
@@ -150,20 +191,32 @@ class Parsers:
         """
         if self.workers <= 0 or size < IN_PROCESS_BELOW:
             return await asyncio.to_thread(fn, *args, **kwargs)
+        if (
+            size <= THREAD_AT_MOST
+            and self._pool is None
+            and self._warming is None
+            and self._large_in_threads < THREADS_BEFORE_WORKERS
+        ):
+            self._large_in_threads += 1
+            try:
+                return await asyncio.to_thread(fn, *args, **kwargs)
+            finally:
+                self._large_in_threads -= 1
         loop = asyncio.get_running_loop()
         call: Callable[[], T] = functools.partial(fn, *args, **kwargs)
         for attempt in (1, 2):
             pool = await self._executor()
             self._busy += 1
             try:
-                return await loop.run_in_executor(pool, call)
+                result = await loop.run_in_executor(pool, call)
+                self._parsed_in_pool += 1
+                return result
             except BrokenProcessPool:
                 log.warning("a parser process died; starting a new one attempt=%d", attempt)
                 self._replace(pool)
                 continue
             finally:
                 self._busy -= 1
-                self._last_used = time.monotonic()
         raise ParserCrashed("the parser process died while reading this body (twice)")
 
     async def feed(self, body: bytes, content_type: str | None) -> ParsedFeed | ParseFailed:
@@ -184,12 +237,21 @@ class Parsers:
         assert isinstance(result, ParsedDepositary | DepositaryFailed)
         return result
 
-    def close_if_idle(self, seconds: float) -> bool:
-        """Stop the workers if none has parsed for ``seconds``; whether they were stopped."""
-        idle = time.monotonic() - self._last_used >= seconds
-        if self._pool is None or self._busy or not idle:
+    async def close_if_quiet(self, fewer_than: int = QUIET_BELOW) -> bool:
+        """Stop the workers, and the server they are forked from, if they parsed fewer than
+        ``fewer_than`` bodies since the last call and none is parsing now; whether they were
+        stopped. Until enough bodies arrive at once, large ones are parsed in a thread."""
+        parsed, self._parsed_in_pool = self._parsed_in_pool, 0
+        fresh, self._started_since_check = self._started_since_check, False
+        pool = self._pool
+        if pool is None or self._busy or fresh or parsed >= fewer_than:
             return False
-        self.close()
+        self._starting = self._starting or asyncio.Lock()
+        async with self._starting:  # no pool starts while the server stops
+            if self._pool is not pool or self._busy:
+                return False
+            self._pool = None
+            await asyncio.to_thread(_stop_pool, pool)
         return True
 
     def close(self) -> None:

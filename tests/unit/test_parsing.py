@@ -3,14 +3,25 @@ feedparser's defaults, and a dying worker costs only its own body."""
 
 from __future__ import annotations
 
+import asyncio
 import os
+import threading
+from pathlib import Path
 from typing import Any
 
 import feedparser
 import pytest
 
 from bot.sources.feeds import ParsedFeed, html_to_text, item_key, parse_feed
-from bot.sources.parsing import IN_PROCESS_BELOW, WORKER_NICENESS, ParserCrashed, Parsers
+from bot.sources.parsing import (
+    IN_PROCESS_BELOW,
+    QUIET_BELOW,
+    THREAD_AT_MOST,
+    THREADS_BEFORE_WORKERS,
+    WORKER_NICENESS,
+    ParserCrashed,
+    Parsers,
+)
 
 
 def _rss(n: int) -> bytes:
@@ -86,6 +97,7 @@ async def test_large_bodies_parse_in_a_worker_with_the_same_result() -> None:
     assert len(body) >= IN_PROCESS_BELOW
     parsers = Parsers(workers=2)
     try:
+        parsers.warm_up()  # as run and once do
         in_worker = await parsers.run(len(body), parse_feed, body, "application/rss+xml")
         assert parsers.started_pools == 1
         assert in_worker == parse_feed(body, "application/rss+xml")
@@ -107,24 +119,78 @@ async def test_a_body_that_kills_its_worker_fails_alone_and_the_pool_recovers() 
     parsers = Parsers(workers=1)
     try:
         with pytest.raises(ParserCrashed, match="died"):
-            await parsers.run(IN_PROCESS_BELOW, die_if, "die")
+            await parsers.run(THREAD_AT_MOST + 1, die_if, "die")
         assert parsers.started_pools == 2  # tried once more in a fresh pool
-        answer: Any = await parsers.run(IN_PROCESS_BELOW, die_if, "ok")
+        answer: Any = await parsers.run(THREAD_AT_MOST + 1, die_if, "ok")
         assert answer.endswith("read ok") and not answer.startswith(f"pid {os.getpid()} ")
     finally:
         parsers.close()
 
 
-async def test_idle_workers_are_stopped_and_started_again_when_needed() -> None:
+_RELEASE = threading.Event()
+
+
+def hold_here(parent: int) -> int:
+    """Runs where ``Parsers`` puts it: in the test's own process, waits until released."""
+    if os.getpid() == parent:
+        _RELEASE.wait(30)
+    return os.getpid()
+
+
+def _fork_servers() -> set[int]:
+    """This process's children that are multiprocessing's fork server."""
+    found = set()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+            cmdline = Path(f"/proc/{entry}/cmdline").read_bytes()
+        except OSError:
+            continue
+        parent = int(stat.rsplit(")", 1)[1].split()[1])
+        if parent == os.getpid() and b"multiprocessing.forkserver" in cmdline:
+            found.add(int(entry))
+    return found
+
+
+async def test_quiet_workers_stop_with_their_server_and_return_when_bodies_come_at_once() -> None:
+    """Workers started with the bot parse the first large bodies; once they parse fewer than
+    QUIET_BELOW a period they stop, their fork server too, and a large body is parsed in this
+    process; when THREADS_BEFORE_WORKERS are being parsed here at once, workers start again."""
+    me = os.getpid()
     parsers = Parsers(workers=1)
     try:
-        assert not parsers.close_if_idle(0)  # nothing started yet
-        first = await parsers.run(IN_PROCESS_BELOW, die_if, "a")
-        assert not parsers.close_if_idle(3600)
-        assert parsers.close_if_idle(0)
-        second = await parsers.run(IN_PROCESS_BELOW, die_if, "b")
-        assert parsers.started_pools == 2 and first.split()[1] != second.split()[1]
+        parsers.warm_up()
+        assert await parsers.run(IN_PROCESS_BELOW, hold_here, me) != me
+        assert _fork_servers()
+        assert not await parsers.close_if_quiet()  # a pool started since: it gets a period
+        for _ in range(QUIET_BELOW):
+            await parsers.run(IN_PROCESS_BELOW, hold_here, me)
+        assert not await parsers.close_if_quiet()  # busy enough
+        await parsers.run(IN_PROCESS_BELOW, hold_here, me)
+        assert await parsers.close_if_quiet()
+        assert not _fork_servers()  # the server went too
+        assert not await parsers.close_if_quiet()  # nothing to stop
+
+        _RELEASE.clear()
+        here = [
+            asyncio.create_task(parsers.run(IN_PROCESS_BELOW, hold_here, me))
+            for _ in range(THREADS_BEFORE_WORKERS)
+        ]
+        await asyncio.sleep(0)  # each task is in its thread now
+        assert not _fork_servers() and parsers.started_pools == 1
+        elsewhere = await parsers.run(IN_PROCESS_BELOW, hold_here, me)
+        assert elsewhere != me and parsers.started_pools == 2
+        _RELEASE.set()
+        assert await asyncio.gather(*here) == [me] * THREADS_BEFORE_WORKERS
+        assert await parsers.close_if_quiet() is False  # started since the last look
+        assert await parsers.close_if_quiet()
+        assert await parsers.run(THREAD_AT_MOST + 1, hold_here, me) != me  # never here
+        small = await parsers.run(IN_PROCESS_BELOW - 1, hold_here, -1)
+        assert small == me  # small bodies are always parsed here
     finally:
+        _RELEASE.set()
         parsers.close()
 
 
@@ -132,7 +198,7 @@ async def test_workers_give_way_to_the_event_loop() -> None:
     parsers = Parsers(workers=1)
     try:
         here = os.nice(0)
-        there: Any = await parsers.run(IN_PROCESS_BELOW, os.nice, 0)
+        there: Any = await parsers.run(THREAD_AT_MOST + 1, os.nice, 0)
         assert there == min(19, here + WORKER_NICENESS) and there > here
         assert os.nice(0) == here  # this process keeps its priority
     finally:
