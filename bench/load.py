@@ -236,6 +236,8 @@ class ProcWatch:
             if len(self.samples) % 4 == 0:  # every 2 s: smaps_rollup walks the page tables
                 pss = [_pss(pid) for pid in (bot, *descendants(bot))]
                 rss["bot_tree_pss"] = sum(p for p in pss if p is not None) / 2**20
+                if pss[0] is not None:
+                    rss["bot_pss"] = pss[0] / 2**20
         own = resource.getrusage(resource.RUSAGE_SELF)
         cpu["bench"] = own.ru_utime + own.ru_stime
         for role, value in rss.items():
@@ -955,8 +957,8 @@ class LoadBench:
                     "cpu_share_of_one_core": round(cpu / span, 3) if span else None,
                     "cpu_s_total": round(final.cpu.get(role, 0.0), 2),
                     "rss_mib_max_sampled": round(max(rss_values), 1) if rss_values else None,
-                    "rss_mib_at_end": round(final.rss_mib[role], 1)
-                    if role in final.rss_mib
+                    "rss_mib_at_end": round(rss_values[-1], 1)
+                    if role in final.rss_mib or role.endswith("_pss")  # PSS: every 4th sample
                     else None,
                 }
             # the busiest 10 s of the bot
@@ -1195,10 +1197,13 @@ def report(r: dict[str, Any]) -> str:
             "MiB (sum of resident sets, shared pages counted in each)"
         )
     if "bot_tree_pss" in r["processes"]:
+        tree = r["processes"]["bot_tree_pss"]
+        alone = r["processes"].get("bot_pss", {})
         out.append(
-            "  bot + descendants: PSS max "
-            f"{_f(r['processes']['bot_tree_pss']['rss_mib_max_sampled'])} MiB "
-            "(shared pages divided among the processes; sampled every 2 s)"
+            f"  bot + descendants: PSS max {_f(tree['rss_mib_max_sampled'])} MiB "
+            "(shared pages divided among the processes; sampled every 2 s); after the first "
+            f"round max {_f(tree.get('mib_max_after_first_round'))}, at the end "
+            f"{_f(tree.get('rss_mib_at_end'))} (the bot alone {_f(alone.get('rss_mib_at_end'))})"
         )
     if "bot" in r["processes"]:
         out.append(
