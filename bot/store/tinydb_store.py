@@ -192,10 +192,6 @@ class AtomicJSONStorage(Storage):
         parts.append("}")
         return parts
 
-    def encode(self) -> str:
-        """The data as JSON (``parts`` joined)."""
-        return "".join(self.parts())
-
     def _unchanged(self, parts: list[str]) -> bool:
         if len(self._on_disk) == 1:  # as read: compare the text once
             return "".join(parts) == self._on_disk[0]
