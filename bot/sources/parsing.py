@@ -9,8 +9,8 @@ thread, where a worker's round trip would cost more than the parse.
 
 The workers and their server hold some 50 MB between them, which pays while thousands of
 bodies arrive together (the first round, a session day) and not while a changed feed comes
-now and then. So a large body goes to a thread (a 70 KB feed is some 10 ms of the
-interpreter, the loop waiting at most one switch interval, 5 ms, at a time) unless
+now and then. So a large body goes to a thread (a 76 KB feed is some 17 ms of the
+interpreter, the loop waiting about one switch interval, 5 ms, at a time) unless
 ``THREADS_BEFORE_WORKERS`` are being parsed in threads already: then the workers start (``once``
 starts them before its round), and they stop, their server with them, once they parse fewer
 than ``QUIET_BELOW`` bodies in a minute (``close_if_quiet``). Bodies over ``THREAD_AT_MOST``
