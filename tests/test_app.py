@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from bot.app import App
 from bot.configuration import load_config
 from bot.domain.model import Alert, ChannelName
@@ -187,3 +189,29 @@ async def test_thousands_of_sources_are_counted_and_only_the_listed_ones_describ
         assert "Feed 1999 <" not in status
         assert f"and {count - FEEDS_SHOWN} more sources" in status
         assert len(described) == 2 * FEEDS_SHOWN
+
+
+async def test_run_stops_parser_workers_that_have_little_to_parse(
+    config_dir: ConfigFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The job ``run`` repeats every minute: workers that just started keep a whole period;
+    then, having parsed fewer than QUIET_BELOW bodies, they stop and say so."""
+    import os
+
+    from bot.app import PARSERS_CHECK
+    from bot.sources.parsing import QUIET_BELOW, THREAD_AT_MOST
+
+    async with App(load_config(config_dir()), transports={"fake": Troubled()}) as app:
+        parsers = app.ctx.parsers
+        parsers.warm_up()
+        assert await parsers.run(THREAD_AT_MOST + 1, os.getpid) != os.getpid()
+        with caplog.at_level("INFO", logger="bot.app"):
+            assert await app._parsers_job() == PARSERS_CHECK
+            assert not [r for r in caplog.records if "parser processes" in r.getMessage()]
+            assert await app._parsers_job() == PARSERS_CHECK
+        stopped = [r.getMessage() for r in caplog.records if "parser processes" in r.getMessage()]
+        assert stopped == [
+            f"parser processes stopped: fewer than {QUIET_BELOW} large bodies in the last "
+            f"{PARSERS_CHECK}; parsing in a thread until many arrive at once"
+        ]
+        assert await parsers.run(THREAD_AT_MOST - 1, os.getpid) == os.getpid()
