@@ -11,6 +11,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -161,30 +163,15 @@ def test_schedules_side_by_side_alert_every_change_polled_and_post_every_push(
     assert push["polls_of_pushed_feeds_after_the_first"] == 0
 
 
-def test_thread_parse_probe_parses_every_body_while_the_loop_is_probed(tmp_path: Path) -> None:
+def test_thread_parse_probe_parses_every_body_while_the_loop_is_probed(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from bench.threadparse import main
+
     out = tmp_path / "threadparse.json"
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "bench.threadparse",
-            "--feeds",
-            "3",
-            "--repeat",
-            "2",
-            "--idle",
-            "0.05",
-            "--json",
-            str(out),
-        ],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert done.returncode == 0, done.stderr
+    assert main(["--feeds", "3", "--repeat", "2", "--idle", "0.05", "--json", str(out)]) == 0
     results = json.loads(out.read_text())
     assert results["bodies"] == 3 and results["parses"] == 6
     assert results["probe_idle"]["count"] > 0
     assert results["probe_while_parsing_in_a_thread"]["count"] > 0
-    assert "while parsing in a thread" in done.stdout
+    assert "while parsing in a thread" in capsys.readouterr().out
