@@ -405,13 +405,20 @@ class App:
     def request_stop(self) -> None:
         self.stop_event.set()
 
-    async def run(self) -> None:
-        """Run until ``request_stop`` (SIGINT and SIGTERM call it)."""
+    async def run(self, *, stop_asked: Callable[[], bool] = lambda: False) -> None:
+        """Run until ``request_stop`` (SIGINT and SIGTERM call it).
+
+        ``stop_asked`` says whether a SIGTERM came while the process started, before these
+        handlers were installed; the bot then starts and stops at once.
+        """
         outbox = self.ctx.outbox
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             with contextlib.suppress(NotImplementedError, RuntimeError):  # not the main thread
                 loop.add_signal_handler(sig, self.request_stop)
+        if stop_asked():  # checked once the handlers are in place: no signal falls between
+            log.info("stop asked while starting")
+            self.request_stop()
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(signal.SIGHUP, self.reload_requested.set)
         log.info(

@@ -8,6 +8,7 @@ import asyncio
 import importlib.util
 import json
 import os
+import signal
 import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -20,6 +21,8 @@ from bot.errors import ConfigError, StoreError, TreatyBotError
 from bot.logs import setup_logging
 
 if TYPE_CHECKING:
+    from types import FrameType
+
     from bot.configuration import Config
 
 # The rest of the bot is imported by ``main`` once it knows the command: ``schema`` and
@@ -166,11 +169,36 @@ def _stand_for_package_main() -> None:
         module.__spec__ = importlib.util.find_spec("bot.__main__")
 
 
+class StopAsked:
+    """A SIGTERM that arrives while ``run`` starts (reading its configuration, opening its store,
+    taking its leases), before ``App.run`` has handlers of its own.
+
+    Its default action would end the process half-way, with no exit code of its own and leases
+    left to expire; remembered instead, ``run`` stops as soon as it has started, in order and
+    with exit code 0, as a SIGTERM at any later time makes it do.
+    """
+
+    def __init__(self) -> None:
+        self.asked = False
+
+    def listen(self) -> None:
+        signal.signal(signal.SIGTERM, self._remember)
+
+    def _remember(self, signum: int, frame: FrameType | None) -> None:
+        self.asked = True
+
+    def __call__(self) -> bool:
+        return self.asked
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     _stand_for_package_main()
     parser = build_parser()
     args = parser.parse_args(argv)
     setup_logging(args.log_level, args.log_format)
+    stop_asked = StopAsked()
+    if args.command == "run":
+        stop_asked.listen()
 
     if args.command == "schema":
         return _schema(args.file, args.write, markdown_text=args.markdown)
@@ -197,7 +225,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(_once(config, clock, args.format, args.dry_run))
         if args.command == "ask":
             return asyncio.run(_ask(config, clock, " ".join(args.text)))
-        return asyncio.run(_run(config, clock, args.format))
+        return asyncio.run(_run(config, clock, args.format, stop_asked))
     except StoreError as err:
         print(f"treaty-bot: {err}", file=sys.stderr)
         return EXIT_PROBLEMS
@@ -232,13 +260,13 @@ async def _once(config: Config, clock: Clock, fmt: str, dry_run: bool) -> int:
     return EXIT_OK
 
 
-async def _run(config: Config, clock: Clock, fmt: str) -> int:
+async def _run(config: Config, clock: Clock, fmt: str, stop_asked: StopAsked) -> int:
     from bot.app import App
 
     async with App(
         config, clock=clock, fmt="jsonl" if fmt == "jsonl" else "text", replica=True
     ) as app:
-        await app.run()
+        await app.run(stop_asked=stop_asked)
     return EXIT_OK
 
 

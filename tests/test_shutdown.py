@@ -8,6 +8,7 @@ platform whose every post waits as on a long Retry-After) and gets a real SIGTER
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import subprocess
 import sys
@@ -198,3 +199,55 @@ async def test_sigterm_during_a_rate_limit_stops_in_order_and_keeps_the_alert(
     async with App(config, transports={"fake": third}) as app:
         await app.once()
     assert third.posted == []  # once, not twice
+
+
+#: ``treaty-bot run`` whose process gets a SIGTERM as it opens its store, before ``App.run``
+#: has installed handlers of its own: the moment a deployment stops a replica that is starting.
+TERM_WHILE_STARTING = """
+import os, signal, sys
+import bot.app
+from bot.cli import main
+
+opening = bot.app.App.__aenter__
+
+
+async def enter(self):
+    os.kill(os.getpid(), signal.SIGTERM)
+    print("signalled", flush=True)
+    return await opening(self)
+
+
+bot.app.App.__aenter__ = enter
+sys.exit(main(["run", "--config", sys.argv[1]]))
+"""
+
+
+def test_sigterm_while_run_starts_is_a_clean_stop(
+    config_dir: ConfigFactory,
+    www: tuple[Path, str],  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    root, base = www
+    publish(root / "news.xml", rss(("1", "Cybercrime treaty signed")))
+    directory = config_dir(feeds=f'feeds:\n  - {{id: news, url: "{base}/news.xml"}}\n')
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SLACK_", "MATRIX_"))}
+    done = subprocess.run(
+        [sys.executable, "-c", TERM_WHILE_STARTING, str(directory)],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env=env,
+        timeout=WAIT,
+        check=False,
+    )
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, output  # not -15: the signal's default action
+    assert "signalled" in done.stdout  # the signal came before run's own handlers
+    said = [line for line in output.splitlines() if "stop asked while starting" in line]
+    assert said and first_index(output.splitlines(), "stop asked while starting") < first_index(
+        output.splitlines(), "bot.app stopping"
+    ), output
+    assert "Traceback" not in output, output
+    # the store was closed in order: its lock is free for the next process
+    store = TinyDBStore(tmp_path / "state.json")
+    store.close()
