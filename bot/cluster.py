@@ -4,9 +4,10 @@ Each replica beats every third of the lease time (``bot.yaml`` ``replicas.lease`
 default): in one transaction it says it is alive, renews the leases it holds, takes its share
 of the shards of the sources (``ceil(shards / live replicas)``), gives back what it holds
 beyond it, and takes the planning job if no one holds it. A lease is a row with a holder, an
-expiry by the database's clock, and a fencing token raised at every change of holder; every
-commit a replica makes under a lease names it (``Changes.fences``) and the database refuses
-the commit if the lease has moved on (``LeaseLost``). So a replica that stalls, or loses the
+expiry by the database's clock (judged when each statement runs, not when its transaction
+began), and a fencing token raised at every change of holder; every commit a replica makes
+under a lease names it (``Changes.fences``) and the database refuses the commit if the lease
+has moved on (``LeaseLost``). So a replica that stalls, or loses the
 database, cannot write over the one that took its shards, whatever its own clock says.
 
 The replica's own clock only makes it stop early: a lease counts as held until the start of

@@ -55,6 +55,11 @@ KILL_EVERY = (1.0, 4.0)
 #: The deadline of every wait on a condition; it only turns a hang into a failure.
 WAIT = 30.0
 PAGE = 4096
+#: The leases a replica's writer holds, as the database has them (for failure messages).
+LEASES_OF = (
+    "SELECT name, fence, acquired_at, expires_at FROM treaty_bot.leases"
+    " WHERE holder = '{writer}' ORDER BY name"
+)
 
 
 class Replica:
@@ -233,6 +238,12 @@ def held_by(
     return [(str(name), float(str(expiry))) for name, expiry in rows]
 
 
+def database_time(postgres: PostgresServer, url: str) -> float:
+    """The database's clock, as epoch."""
+    [(now,)] = postgres.execute(url, "SELECT extract(epoch FROM clock_timestamp())")
+    return float(str(now))
+
+
 def wait_until(condition: Callable[[], bool], what: str) -> float:
     """Poll ``condition`` until it holds (under ``WAIT``); the time it held, as epoch."""
     deadline = time.monotonic() + WAIT
@@ -294,6 +305,16 @@ def test_a_replica_cut_off_from_the_database_stops_before_its_lease_expires(
                 lambda: len(held_by(postgres, postgres_url, pid_b)) == 8, "b takes every shard"
             )
             assert taken >= min(e for _, e in leases)  # only once they had expired
+            # the network comes back once every lease a held has run out by the database's
+            # clock (read again: a beat the database had received before the cut may have
+            # committed after the first reading)
+            [(last,)] = postgres.execute(
+                postgres_url,
+                "SELECT extract(epoch FROM max(expires_at)) FROM treaty_bot.leases"
+                f" WHERE holder = '{writer}'",
+            )
+            expiry = max(expiry, float(str(last))) if last is not None else expiry
+            wait_until(lambda: database_time(postgres, postgres_url) > expiry, "a's leases expire")
             proxy.release()  # what a sent meanwhile arrives now
             rejoined = wait_until(
                 lambda: bool(held_by(postgres, postgres_url, a.proc.pid)), "a rejoins"
@@ -310,10 +331,14 @@ def test_a_replica_cut_off_from_the_database_stops_before_its_lease_expires(
             between += f" AND to_timestamp({rejoined_at})"
             late = postgres.execute(
                 postgres_url,
-                f"SELECT (SELECT count(*) FROM treaty_bot.sources WHERE {between})"
-                f" + (SELECT count(*) FROM treaty_bot.outbox WHERE {between})",
+                f"SELECT 'sources', id, written_at FROM treaty_bot.sources WHERE {between} UNION"
+                f" ALL SELECT 'outbox', key, written_at FROM treaty_bot.outbox WHERE {between}",
             )
-            assert late == [(0,)]
+            assert late == [], (
+                f"written by a after its leases expired at {expiry} and before it rejoined at"
+                f" {rejoined_at}: {late}; its leases now:"
+                f" {postgres.execute(postgres_url, LEASES_OF.format(writer=writer))}"
+            )
             printed += items_printed(b.end(signal.SIGTERM))
             printed += items_printed(a.end(signal.SIGTERM))
         finally:

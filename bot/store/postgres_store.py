@@ -507,10 +507,16 @@ class PostgresStore:
     def _check_fences(self, cur: psycopg.Cursor[Any], fences: Mapping[str, int]) -> None:
         """Refuse the commit unless this writer holds every lease named, with its token, by
         the database's clock. The rows are locked (``FOR SHARE``) until the commit ends, so a
-        take-over waits for it and a commit never lands after one."""
+        take-over waits for it and a commit never lands after one.
+
+        Here and in every statement on leases the clock is ``clock_timestamp()``, the moment
+        the statement runs: ``now()`` is its transaction's start, and a transaction begun
+        while the lease was held, whose statements a cut network delivered late, would renew
+        or write under a lease that had meanwhile expired."""
         names = sorted(fences)
         cur.execute(
-            "SELECT name FROM treaty_bot.leases WHERE holder = %s AND expires_at > now()"
+            "SELECT name FROM treaty_bot.leases WHERE holder = %s"
+            " AND expires_at > clock_timestamp()"
             " AND (name, fence) IN (SELECT * FROM unnest(%s::text[], %s::bigint[]))"
             " ORDER BY name FOR SHARE",
             (self.writer, names, [fences[n] for n in names]),
@@ -728,7 +734,8 @@ class PostgresStore:
         with self._write("cannot renew the leases") as cur:
             cur.execute(
                 "INSERT INTO treaty_bot.replicas (id, host, pid, version) VALUES (%s, %s, %s, %s)"
-                " ON CONFLICT (id) DO UPDATE SET heartbeat_at = now(), stopped_at = NULL",
+                " ON CONFLICT (id) DO UPDATE"
+                " SET heartbeat_at = clock_timestamp(), stopped_at = NULL",
                 (self.writer, host, pid, version),
             )
             wanted = [shard_lease(n) for n in range(shards)] + list(jobs)
@@ -738,8 +745,9 @@ class PostgresStore:
                 (wanted,),
             )
             cur.execute(
-                "UPDATE treaty_bot.leases SET expires_at = now() + make_interval(secs => %s)"
-                " WHERE holder = %s AND expires_at > now()"
+                "UPDATE treaty_bot.leases"
+                " SET expires_at = clock_timestamp() + make_interval(secs => %s)"
+                " WHERE holder = %s AND expires_at > clock_timestamp()"
                 " AND (name, fence) IN (SELECT * FROM unnest(%s::text[], %s::bigint[]))"
                 " RETURNING name, fence",
                 (lease, self.writer, names, [held[n] for n in names]),
@@ -747,7 +755,7 @@ class PostgresStore:
             now_held: dict[str, int] = {name: int(fence) for name, fence in cur.fetchall()}
             cur.execute(
                 "SELECT count(*) FROM treaty_bot.replicas WHERE stopped_at IS NULL"
-                " AND heartbeat_at > now() - make_interval(secs => %s)",
+                " AND heartbeat_at > clock_timestamp() - make_interval(secs => %s)",
                 (lease,),
             )
             found = cur.fetchone()
@@ -760,7 +768,7 @@ class PostgresStore:
             if len(mine) > share:
                 extra = mine[share:]
                 cur.execute(
-                    "UPDATE treaty_bot.leases SET holder = NULL, expires_at = now()"
+                    "UPDATE treaty_bot.leases SET holder = NULL, expires_at = clock_timestamp()"
                     " WHERE holder = %s AND name = ANY(%s)",
                     (self.writer, extra),
                 )
@@ -775,7 +783,7 @@ class PostgresStore:
             stale = sorted(n for n in now_held if n.startswith("shard:") and n not in wanted)
             if stale:
                 cur.execute(
-                    "UPDATE treaty_bot.leases SET holder = NULL, expires_at = now()"
+                    "UPDATE treaty_bot.leases SET holder = NULL, expires_at = clock_timestamp()"
                     " WHERE holder = %s AND name = ANY(%s)",
                     (self.writer, stale),
                 )
@@ -783,17 +791,17 @@ class PostgresStore:
                     del now_held[name]
             cur.execute(
                 "SELECT min(expires_at) FROM treaty_bot.leases WHERE holder IS NOT NULL"
-                " AND holder <> %s AND expires_at > now()",
+                " AND holder <> %s AND expires_at > clock_timestamp()",
                 (self.writer,),
             )
             expiry = cur.fetchone()
             cur.execute(
-                "DELETE FROM treaty_bot.claims WHERE claimed_at < now() - %s::interval",
+                "DELETE FROM treaty_bot.claims WHERE claimed_at < clock_timestamp() - %s::interval",
                 (CLAIMS_KEPT,),
             )
             cur.execute(
                 "DELETE FROM treaty_bot.replicas WHERE coalesce(stopped_at, heartbeat_at)"
-                " < now() - %s::interval",
+                " < clock_timestamp() - %s::interval",
                 (REPLICAS_KEPT,),
             )
         return Beat(now_held, live, expiry[0] if expiry else None)
@@ -813,9 +821,10 @@ class PostgresStore:
             names = [shard_lease(n) for n in range(shards)]
         cur.execute(
             "UPDATE treaty_bot.leases SET holder = %s, fence = fence + 1,"
-            " expires_at = now() + make_interval(secs => %s), acquired_at = now()"
+            " expires_at = clock_timestamp() + make_interval(secs => %s),"
+            " acquired_at = clock_timestamp()"
             " WHERE name IN (SELECT name FROM treaty_bot.leases WHERE name = ANY(%s)"
-            " AND (holder IS NULL OR expires_at <= now())"
+            " AND (holder IS NULL OR expires_at <= clock_timestamp())"
             " ORDER BY name FOR UPDATE SKIP LOCKED LIMIT %s)"
             " RETURNING name, fence",
             (self.writer, lease, list(names), count),
@@ -837,7 +846,7 @@ class PostgresStore:
             kept = [n for n in wanted if n in held]
             cur.execute(
                 "SELECT name, fence FROM treaty_bot.leases WHERE holder = %s"
-                " AND expires_at > now() AND name = ANY(%s)",
+                " AND expires_at > clock_timestamp() AND name = ANY(%s)",
                 (self.writer, kept),
             )
             found = {name: int(fence) for name, fence in cur.fetchall() if held[name] == fence}
@@ -852,7 +861,7 @@ class PostgresStore:
             return
         with self._write("cannot release the leases") as cur:
             cur.execute(
-                "UPDATE treaty_bot.leases SET holder = NULL, expires_at = now()"
+                "UPDATE treaty_bot.leases SET holder = NULL, expires_at = clock_timestamp()"
                 " WHERE holder = %s AND name = ANY(%s)",
                 (self.writer, sorted(names)),
             )
@@ -862,11 +871,13 @@ class PostgresStore:
         stopped, so the others take its shards at their next heartbeat."""
         with self._write("cannot leave") as cur:
             cur.execute(
-                "UPDATE treaty_bot.leases SET holder = NULL, expires_at = now() WHERE holder = %s",
+                "UPDATE treaty_bot.leases SET holder = NULL, expires_at = clock_timestamp()"
+                " WHERE holder = %s",
                 (self.writer,),
             )
             cur.execute(
-                "UPDATE treaty_bot.replicas SET stopped_at = now() WHERE id = %s", (self.writer,)
+                "UPDATE treaty_bot.replicas SET stopped_at = clock_timestamp() WHERE id = %s",
+                (self.writer,),
             )
 
     def claim_once(self, key: str) -> bool:
@@ -886,9 +897,9 @@ class PostgresStore:
         rows = self._rows(
             "SELECT r.id, r.host, r.pid, r.version, r.started_at, r.heartbeat_at, r.stopped_at,"
             " coalesce(array_agg(l.name ORDER BY l.name) FILTER (WHERE l.name IS NOT NULL),"
-            " '{}'), now()"
+            " '{}'), clock_timestamp()"
             " FROM treaty_bot.replicas r LEFT JOIN treaty_bot.leases l"
-            " ON l.holder = r.id AND l.expires_at > now()"
+            " ON l.holder = r.id AND l.expires_at > clock_timestamp()"
             " GROUP BY r.id ORDER BY r.started_at, r.id"
         )
         return [

@@ -6,8 +6,12 @@ database's clock would: no test waits for a lease to run out."""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
+from datetime import datetime
+from typing import Any
 
+import psycopg
 import pytest
 
 from bot.domain.model import SourceRecord, Validators
@@ -49,6 +53,41 @@ def expire(postgres: PostgresServer, url: str, holder: str) -> None:
         "UPDATE treaty_bot.replicas SET heartbeat_at = now() - interval '1 hour'"
         f" WHERE id = '{holder}'",
     )
+
+
+@contextlib.contextmanager
+def begun_before_expiry(store: PostgresStore, postgres: PostgresServer, url: str) -> Iterator[None]:
+    """Within the block, the store's transactions are one that began before its writer's
+    leases expired, and whose statements reach the database after they did: what a network
+    that held the bytes of a transaction under way delivers once it is back. That
+    transaction's ``now()`` stays at its start, before the expiry."""
+    with psycopg.connect(url) as conn:  # not autocommit: the first statement begins it
+        [(began,)] = conn.execute("SELECT now()").fetchall()
+        assert isinstance(began, datetime)
+        expiry = f"'{began.isoformat()}'::timestamptz + interval '1 millisecond'"
+        postgres.execute(
+            url,
+            f"UPDATE treaty_bot.leases SET expires_at = {expiry} WHERE holder = '{store.writer}'",
+        )
+        for _ in range(1000):  # until the database's clock passes the expiry (a millisecond)
+            [(past,)] = postgres.execute(url, f"SELECT clock_timestamp() > {expiry}")
+            if past:
+                break
+
+        @contextlib.contextmanager
+        def session() -> Iterator[psycopg.Connection[Any]]:
+            try:
+                yield conn
+            except BaseException:
+                conn.rollback()
+                raise
+            conn.commit()
+
+        store._session = session  # type: ignore[method-assign]
+        try:
+            yield
+        finally:
+            del store._session
 
 
 def record(source_id: str, etag: str) -> SourceRecord:
@@ -140,6 +179,34 @@ def test_a_commit_under_an_expired_lease_is_refused_even_before_another_takes_it
     with pytest.raises(LeaseLost):
         a.commit(Changes(enqueue=[row(a, 1)], fences={"job:planner": held["job:planner"]}))
     assert a.deliveries() == []
+
+
+def test_a_lease_is_judged_when_the_statement_runs_not_when_its_transaction_began(
+    replicas: list[PostgresStore], postgres: PostgresServer, postgres_url: str
+) -> None:
+    """A heartbeat, a commit or a channel's take whose transaction began while the lease was
+    held, but whose statements arrive after it expired, neither renews it with its old token
+    nor writes under it: the lease lapsed, and whatever follows is a new holding."""
+    a = replicas[0]
+    held = beat(a)
+    channels = a.take(["out:slack:news"], held={}, lease=LEASE)
+    held = beat(a, {**held, **channels})
+    assert set(held) >= {"job:planner", "out:slack:news"} and shards_of(held)
+    with begun_before_expiry(a, postgres, postgres_url):
+        after = beat(a, held)
+    renewed = {name for name, fence in held.items() if after.get(name) == fence}
+    assert renewed == set(), "renewed with the token of a lapsed lease"
+    assert shards_of(after) == shards_of(held)  # free again: taken anew, with new tokens
+
+    held = beat(a, after)
+    with begun_before_expiry(a, postgres, postgres_url), pytest.raises(LeaseLost):
+        a.commit(Changes(enqueue=[row(a, 1)], fences={"job:planner": held["job:planner"]}))
+    assert a.deliveries() == []
+
+    channels = a.take(["out:slack:news"], held={}, lease=LEASE)
+    with begun_before_expiry(a, postgres, postgres_url):
+        again = a.take(["out:slack:news"], held=channels, lease=LEASE)
+    assert again["out:slack:news"] == channels["out:slack:news"] + 1
 
 
 def test_channels_are_delivered_by_one_replica_at_a_time(
