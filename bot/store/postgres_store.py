@@ -11,10 +11,11 @@ row's state, sequence and times, a news record's time. Documents are ``json``, n
 text kept as written, so the order of keys (a feed's seen items and their fingerprints) and
 any character a feed may send (``\\u0000`` included) come back as they went in.
 
-Rows that one process at a time will write once sources are leased in shards carry what a
-lease needs: ``sources.shard_key`` (a stable hash of the source id), and on sources, event
-snapshots and outbox rows ``fence`` (the token of the lease they were written under; 0 until
-leases exist) and ``written_by``/``written_at``.
+Rows that one process at a time writes once sources are leased in shards carry
+``sources.shard_key`` (a stable hash of the source id, which shard leases cover) and, on
+sources, event snapshots and outbox rows, ``written_by``/``written_at`` (the writer, and the
+start of the transaction that wrote them). Their ``fence`` column is always 0: a commit's
+leases are checked in the database as it commits (``_check_fences``), not stored per row.
 
 The schema lives in the ``treaty_bot`` namespace and is versioned in
 ``treaty_bot.schema_version``; ``MIGRATIONS`` brings it up to date at open, in one
