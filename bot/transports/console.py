@@ -8,10 +8,11 @@ import fcntl
 import json
 import logging
 import os
+import queue
 import re
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import IO, Literal, TextIO
 from zoneinfo import ZoneInfo
 
@@ -63,6 +64,63 @@ def alert_text(alert: Alert, channel: str, tz: ZoneInfo) -> str:
     )
 
 
+_Jobs = queue.SimpleQueue[
+    tuple[Callable[[], None], "asyncio.Future[None]", asyncio.AbstractEventLoop] | None
+]
+
+
+class LineWriter:
+    """Runs writes to the terminal, in order, in a daemon thread of its own.
+
+    Standard output can stop taking bytes: a pipe nobody reads, a terminal paused with
+    Ctrl-S. A write on the event loop would then freeze the whole bot (commands, polls, and a
+    replica's heartbeat, so that its leases expire and another replica prints the rows it is
+    stuck on). Here only this thread waits; ``run`` returns once the write is done. Being a
+    daemon, a thread stuck on a stream that never drains does not hold up the exit.
+    """
+
+    def __init__(self) -> None:
+        self._jobs: _Jobs | None = None
+
+    async def run(self, write: Callable[[], None]) -> None:
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[None] = loop.create_future()
+        if self._jobs is None:
+            self._jobs = queue.SimpleQueue()
+            threading.Thread(
+                target=self._work, args=(self._jobs,), name="console-output", daemon=True
+            ).start()
+        self._jobs.put((write, done, loop))
+        await done
+
+    def close(self) -> None:
+        """The thread ends once what was queued is written."""
+        if self._jobs is not None:
+            self._jobs.put(None)
+            self._jobs = None
+
+    @staticmethod
+    def _work(jobs: _Jobs) -> None:
+        while (job := jobs.get()) is not None:
+            write, done, loop = job
+            error: BaseException | None = None
+            try:
+                write()
+            except Exception as err:  # handed to the sender, as a write on the loop would be
+                error = err
+            with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits
+                loop.call_soon_threadsafe(_settle, done, error)
+
+
+def _settle(done: asyncio.Future[None], error: BaseException | None) -> None:
+    if done.cancelled():
+        return
+    if error is None:
+        done.set_result(None)
+    else:
+        done.set_exception(error)
+
+
 class ConsoleTransport:
     """Prints every alert of every channel (a person's direct messages as "→ @user");
     never fails, never mentions anyone."""
@@ -87,6 +145,11 @@ class ConsoleTransport:
         self._journal: TextIO | None = None
         self._journal_path: str | None = None
         self._printed: set[str] = set()
+        self._writer = LineWriter()
+        #: one write at a time on the alerts' stream (the writer's thread, and answers)
+        self._stream_lock = threading.Lock()
+        #: the journal is appended to in the writer's thread, opened and closed on the loop
+        self._journal_guard = threading.Lock()
 
     @property
     def stream(self) -> TextIO:
@@ -148,8 +211,9 @@ class ConsoleTransport:
 
     def reply_text(self, text: str) -> None:
         stream = self.stream if self.fmt == "text" else sys.stderr
-        stream.write(terminal_safe(text) + "\n")
-        stream.flush()
+        with self._stream_lock if stream is self.stream else contextlib.nullcontext():
+            stream.write(terminal_safe(text) + "\n")
+            stream.flush()
 
     def problem(self) -> str | None:
         return None
@@ -163,14 +227,23 @@ class ConsoleTransport:
         return alert_text(alert, channel, self.tz)
 
     async def send(self, channel: ChannelName, alert: Alert, key: str) -> None:
-        self.stream.write(self.render(alert, channel) + "\n")
-        self.stream.flush()
-        if self._journal is not None:
-            with self._journal_lock():
-                self._reopen_if_replaced()
-                self._journal.write(key + "\n")
-                self._journal.flush()
-            self._printed.add(key)
+        """Print the alert, then note its key in the journal, both in the writer's thread
+        (``LineWriter``); returns once both are done. Cancelled meanwhile, the line is still
+        printed and noted, so a later ``was_delivered`` says so."""
+        line, stream = self.render(alert, channel) + "\n", self.stream
+        await self._writer.run(lambda: self._print(stream, line, key))
+
+    def _print(self, stream: TextIO, line: str, key: str) -> None:
+        with self._stream_lock:
+            stream.write(line)
+            stream.flush()
+        with self._journal_guard:
+            if self._journal is not None:
+                with self._journal_lock():
+                    self._reopen_if_replaced()
+                    self._journal.write(key + "\n")
+                    self._journal.flush()
+                self._printed.add(key)
 
     async def was_delivered(self, channel: ChannelName, alert: Alert, key: str) -> bool:
         """Whether the journal says this row was printed (a crash came before "sent"). The
@@ -223,7 +296,7 @@ class ConsoleTransport:
         """
         self._journal_path = path
         os.makedirs(os.path.dirname(path) or ".", exist_ok=True)  # data/ beside a database
-        with self._journal_lock():
+        with self._journal_guard, self._journal_lock():
             keys = self._read_journal(path)[-JOURNAL_KEPT:]
             tmp = f"{path}.{os.getpid()}.tmp"
             with open(tmp, "w", encoding="utf-8") as handle:
@@ -233,6 +306,8 @@ class ConsoleTransport:
             self._journal = open(path, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
 
     def close(self) -> None:
-        if self._journal is not None:
-            self._journal.close()
-            self._journal = None
+        self._writer.close()
+        with self._journal_guard:
+            if self._journal is not None:
+                self._journal.close()
+                self._journal = None
