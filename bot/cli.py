@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import importlib.util
 import json
 import os
@@ -182,7 +183,8 @@ class StopAsked:
         self.asked = False
 
     def listen(self) -> None:
-        signal.signal(signal.SIGTERM, self._remember)
+        with contextlib.suppress(ValueError):  # not the main thread: the caller's signals
+            signal.signal(signal.SIGTERM, self._remember)
 
     def _remember(self, signum: int, frame: FrameType | None) -> None:
         self.asked = True

@@ -74,6 +74,8 @@ from slack_bolt.request.async_request import AsyncBoltRequest
 from slack_bolt.response import BoltResponse
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
+from slack_sdk.webhook.async_client import AsyncWebhookClient
+from slack_sdk.webhook.webhook_response import WebhookResponse
 
 from bot.clock import Clock, SystemClock
 from bot.domain.follows import dm_user
@@ -91,6 +93,27 @@ from bot.transports.base import (
 )
 
 log = logging.getLogger(__name__)
+#: the last part of a command's response_url, a credential for half an hour
+_RESPONSE_URL_SECRET = re.compile(
+    r"(\\*/commands\\*/[^/\s\"'\\]+\\*/[^/\s\"'\\]+\\*/)[^\s\"'\\]+"  # also as JSON's \/
+)
+
+
+class _NoResponseUrls(logging.Filter):
+    """slack_sdk's debug lines show each Socket Mode message whole, and the URL each answer
+    goes to: the response_url's secret part is cut from them."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        redacted = _RESPONSE_URL_SECRET.sub(r"\1…", message)
+        if redacted != message:
+            record.msg, record.args = redacted, None
+        return True
+
+
+_answers_log = logging.getLogger(f"{__name__}.answers")
+_answers_log.addFilter(_NoResponseUrls())
+logging.getLogger(f"{__name__}.socket").addFilter(_NoResponseUrls())
 
 Mode = Literal["socket", "http"]
 Sleep = Callable[[float], Awaitable[None]]
@@ -948,7 +971,7 @@ class SlackTransport:
             message = await asyncio.to_thread(answer_message, answer)
             try:
                 async with asyncio.timeout(self.timeouts.request):
-                    response = await respond(**message)
+                    response = await self._post_answer(respond.response_url, message)
             except asyncio.CancelledError:
                 raise
             except Exception as err:  # the answer is lost, the bot is not
@@ -965,6 +988,21 @@ class SlackTransport:
                     response.status_code,
                     (response.body or "")[:200],
                 )
+
+    async def _post_answer(self, url: str | None, message: dict[str, Any]) -> WebhookResponse:
+        """POST an answer to the command's response_url over this transport's HTTP session,
+        whose connections are kept and reused (bolt's ``respond()`` opens one per answer)."""
+        if url is None:
+            raise ValueError("the command came without a response_url")
+        if not message.get("blocks"):
+            message = {k: v for k, v in message.items() if k != "blocks"}
+        client = AsyncWebhookClient(
+            url=url,
+            session=self._session,
+            timeout=int(self.timeouts.request) + 1,
+            logger=_answers_log,
+        )
+        return await client.send_dict(message)
 
     # -- App Home -----------------------------------------------------------------------------
 

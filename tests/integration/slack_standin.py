@@ -199,6 +199,7 @@ class Call:
     at: float  # time.monotonic() on arrival
     status: int | None = None  # HTTP status answered; None while held or when dropped
     error: str | None = None  # the ``error`` answered, if any
+    peer: object = None  # the client's address and port: one per connection
 
 
 @dataclass(slots=True)
@@ -945,6 +946,7 @@ class SlackStandIn:
             token=None,
             headers=dict(request.headers),
             at=time.monotonic(),
+            peer=request.transport.get_extra_info("peername") if request.transport else None,
         )
         self.calls.append(call)
         fault = self._take_fault("response_url", None)

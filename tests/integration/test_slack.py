@@ -376,6 +376,23 @@ async def test_share_answers_in_the_channel(
     assert commands.texts == ["next-session share"]
 
 
+async def test_answers_go_out_over_one_kept_connection_and_their_url_is_not_logged(
+    driver: Driver, slack: SlackStandIn, commands: Commands, caplog: pytest.LogCaptureFixture
+) -> None:
+    urls = []
+    for _ in range(3):
+        command = slack.slash_command("next-session")
+        await driver.command(command)
+        await slack.wait_response(command.response)
+        urls.append(slack.response_url(command.response))
+    peers = [call.peer for call in slack.calls_to("response_url")]
+    assert len(peers) == 3 and None not in peers
+    assert len(set(peers)) == 1, f"a connection per answer: {peers}"
+    # a response_url is a credential for half an hour: not in the log, even at DEBUG
+    logged = [f"{r.name}: {r.getMessage()}" for r in caplog.records]
+    assert logged and not [line for line in logged if any(url in line for url in urls)]
+
+
 async def test_a_retried_command_is_run_once(
     driver: Driver, slack: SlackStandIn, commands: Commands
 ) -> None:
