@@ -145,6 +145,8 @@ class ConsoleTransport:
         self._journal: TextIO | None = None
         self._journal_path: str | None = None
         self._printed: set[str] = set()
+        #: keys whose line is queued for the writer's thread or being written
+        self._pending: set[str] = set()
         self._writer = LineWriter()
         #: one write at a time on the alerts' stream (the writer's thread, and answers)
         self._stream_lock = threading.Lock()
@@ -229,27 +231,31 @@ class ConsoleTransport:
     async def send(self, channel: ChannelName, alert: Alert, key: str) -> None:
         """Print the alert, then note its key in the journal, both in the writer's thread
         (``LineWriter``); returns once both are done. Cancelled meanwhile, the line is still
-        printed and noted, so a later ``was_delivered`` says so."""
+        printed and noted, so a later ``was_delivered`` says so (and says so meanwhile)."""
         line, stream = self.render(alert, channel) + "\n", self.stream
+        self._pending.add(key)
         await self._writer.run(lambda: self._print(stream, line, key))
 
     def _print(self, stream: TextIO, line: str, key: str) -> None:
-        with self._stream_lock:
-            stream.write(line)
-            stream.flush()
-        with self._journal_guard:
-            if self._journal is not None:
-                with self._journal_lock():
-                    self._reopen_if_replaced()
-                    self._journal.write(key + "\n")
-                    self._journal.flush()
-                self._printed.add(key)
+        try:
+            with self._stream_lock:
+                stream.write(line)
+                stream.flush()
+            with self._journal_guard:
+                if self._journal is not None:
+                    with self._journal_lock():
+                        self._reopen_if_replaced()
+                        self._journal.write(key + "\n")
+                        self._journal.flush()
+                    self._printed.add(key)
+        finally:
+            self._pending.discard(key)
 
     async def was_delivered(self, channel: ChannelName, alert: Alert, key: str) -> bool:
         """Whether the journal says this row was printed (a crash came before "sent"). The
         file is read again for a key this process did not print: replicas on one machine
         share the journal, and the row may be one a replica that died left behind."""
-        if key in self._printed:
+        if key in self._printed or key in self._pending:  # printed, or on its way out
             return True
         if self._journal_path is None:
             return False
